@@ -1,0 +1,113 @@
+"""Settings of the QSM agent: a frozen, hashable dataclass that travels as static data under jit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+BETA_SCHEDULES = ("vp", "linear", "cosine")
+
+
+def _positive_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of positive integers, got {value!r}") from None
+    if not dims or any(d <= 0 for d in dims) or any(d != v for d, v in zip(dims, value, strict=True)):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
+    return dims
+
+
+@dataclasses.dataclass(frozen=True)
+class QSMConfig:
+    """Hyper-parameters of Q-Score Matching; defaults are the reference code's (ALGORITHM.md).
+
+    Every field that fixes a shape or a loop length (hidden sizes, ``diffusion_steps``,
+    ``num_critics``) is static under ``jit``: the config is stored in the train state as
+    non-pytree data, so changing it recompiles ``train_step``.
+
+    Attributes:
+      actor_hidden_dims: hidden sizes of the denoiser body (Mish).
+      critic_hidden_dims: hidden sizes of each Q network (ReLU).
+      time_features: number of learnable Fourier features of the diffusion level (cos + sin).
+      time_hidden_dims: hidden sizes of the MLP on the Fourier features.
+      num_critics: size of the critic ensemble (2 = clipped double Q).
+      actor_lr: Adam learning rate of the denoiser.
+      actor_lr_decay_steps: cosine decay horizon of the actor learning rate, in updates
+        (0 keeps it constant).
+      critic_lr: Adam learning rate of the critics (constant).
+      gamma: discount.
+      tau: Polyak rate of the target critics, applied every update.
+      diffusion_steps: number of diffusion levels T.
+      beta_schedule: "vp" (default), "linear" (1e-4..2e-2) or "cosine".
+      alpha: scale of the score target ``-alpha * grad_a Q`` (``M_q`` in the reference code).
+        It must match the scale of Q (ALGORITHM.md, last section).
+      temperature: scale of the noise injected at each reverse step.
+      clip_sampler: clip the chain to [-1, 1] after every reverse step.
+      exploration_noise: std of the Gaussian added to training actions.
+      target_noise: std of the Gaussian added to the critic's target actions.
+    """
+
+    actor_hidden_dims: tuple[int, ...] = (512, 512)
+    critic_hidden_dims: tuple[int, ...] = (512, 512)
+    time_features: int = 64
+    time_hidden_dims: tuple[int, ...] = (128, 128)
+    num_critics: int = 2
+    actor_lr: float = 3e-4
+    actor_lr_decay_steps: int = 2_000_000
+    critic_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    diffusion_steps: int = 5
+    beta_schedule: str = "vp"
+    alpha: float = 50.0
+    temperature: float = 1.0
+    clip_sampler: bool = True
+    exploration_noise: float = 0.1
+    target_noise: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("actor_hidden_dims", "critic_hidden_dims", "time_hidden_dims"):
+            object.__setattr__(self, name, _positive_int_tuple(name, getattr(self, name)))
+        _check(
+            self.time_features > 0 and self.time_features % 2 == 0,
+            f"time_features must be a positive even integer, got {self.time_features}",
+        )
+        _check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+        for name in ("actor_lr", "critic_lr", "alpha"):
+            value = getattr(self, name)
+            _check(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+        _check(
+            self.actor_lr_decay_steps >= 0,
+            f"actor_lr_decay_steps must be >= 0 (0 = constant), got {self.actor_lr_decay_steps}",
+        )
+        _check(_finite(self.gamma) and 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1), got {self.gamma}")
+        _check(_finite(self.tau) and 0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        _check(
+            isinstance(self.diffusion_steps, int) and self.diffusion_steps >= 1,
+            f"diffusion_steps (T) must be an integer >= 1, got {self.diffusion_steps!r}",
+        )
+        _check(
+            self.beta_schedule in BETA_SCHEDULES,
+            f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}",
+        )
+        for name in ("temperature", "exploration_noise", "target_noise"):
+            value = getattr(self, name)
+            _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly dict (tuples become lists); ``QSMConfig(**d)`` rebuilds it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

@@ -1,0 +1,209 @@
+"""The QSM train state and its jitted functions: `create_train_state`, `train_step`, `sample_actions`."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from qsm_jax import diffusion, losses
+from qsm_jax.config import QSMConfig
+from qsm_jax.networks import CriticEnsemble, ScoreNetwork
+from qsm_jax.types import Batch
+
+
+class QSMState(struct.PyTreeNode):
+    """Everything a QSM agent learns and carries, as one immutable pytree.
+
+    Attributes:
+      actor: denoiser parameters and Adam state.
+      critic: critic-ensemble parameters and Adam state.
+      target_critic_params: Polyak-averaged copy of ``critic.params``.
+      key: raw uint32 PRNG key data (2,), advanced by every ``train_step``; stored raw, not as a
+        typed key, so that checkpoints and ``chex`` tree checks handle it like any array.
+      step: number of ``train_step`` calls so far, int32 scalar.
+      config: static settings (not a pytree leaf; changing it recompiles).
+      obs_dim, action_dim: static sizes S and A.
+    """
+
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: Any
+    key: jax.Array
+    step: jax.Array
+    config: QSMConfig = struct.field(pytree_node=False)
+    obs_dim: int = struct.field(pytree_node=False)
+    action_dim: int = struct.field(pytree_node=False)
+
+
+def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QSMConfig) -> QSMState:
+    """Initialises networks, optimizers and target critics.
+
+    Args:
+      key: PRNG key (typed or raw).
+      obs_dim: size S of a (flat) observation.
+      action_dim: size A of an action.
+      config: agent settings.
+
+    Returns:
+      A fresh ``QSMState`` with ``step = 0``.
+    """
+    for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(config, QSMConfig):
+        raise ValueError(f"config must be a qsm_jax.QSMConfig, got {type(config).__name__}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    actor_key, critic_key, key = jax.random.split(key, 3)
+    obs = jnp.zeros((1, obs_dim), jnp.float32)
+    act = jnp.zeros((1, action_dim), jnp.float32)
+
+    actor_net = ScoreNetwork(
+        action_dim=action_dim,
+        hidden_dims=config.actor_hidden_dims,
+        time_features=config.time_features,
+        time_hidden_dims=config.time_hidden_dims,
+    )
+    if config.actor_lr_decay_steps > 0:
+        actor_lr = optax.cosine_decay_schedule(config.actor_lr, config.actor_lr_decay_steps)
+    else:
+        actor_lr = config.actor_lr
+    actor = TrainState.create(
+        apply_fn=actor_net.apply,
+        params=actor_net.init(actor_key, obs, act, jnp.zeros((1, 1), jnp.float32))["params"],
+        tx=optax.adam(actor_lr),
+    ).replace(step=jnp.zeros((), jnp.int32))
+
+    critic_net = CriticEnsemble(hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
+    critic = TrainState.create(
+        apply_fn=critic_net.apply,
+        params=critic_net.init(critic_key, obs, act)["params"],
+        tx=optax.adam(config.critic_lr),
+    ).replace(step=jnp.zeros((), jnp.int32))
+    return QSMState(
+        actor=actor,
+        critic=critic,
+        target_critic_params=critic.params,
+        key=key,
+        step=jnp.zeros((), jnp.int32),
+        config=config,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+    )
+
+
+def _chain(state: QSMState, actor_params: Any, observations: jax.Array, key: jax.Array) -> jax.Array:
+    """The reverse diffusion chain of ``state``'s policy: (B, S) -> actions (B, A) in [-1, 1]."""
+    cfg = state.config
+    return diffusion.ddpm_sample(
+        lambda o, x, k: state.actor.apply_fn({"params": actor_params}, o, x, k),
+        observations,
+        key,
+        diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps),
+        action_dim=state.action_dim,
+        temperature=cfg.temperature,
+        clip=cfg.clip_sampler,
+    )
+
+
+@jax.jit
+def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.Array]]:
+    """One QSM update: critic TD step, Polyak target update, then the Q-score matching actor step.
+
+    The actor step uses the critics just updated, as the reference code does.
+
+    Args:
+      state: current agent.
+      batch: B transitions (float32; actions in [-1, 1]).
+
+    Returns:
+      (new state, metrics) with scalar metrics ``critic_loss``, ``actor_loss``, ``q_mean``,
+      ``target_q_mean`` and ``grad_q_abs_mean`` (mean |grad_a Q|).
+    """
+    cfg = state.config
+    chex.assert_shape(batch.observations, (None, state.obs_dim))
+    chex.assert_shape(batch.actions, (batch.observations.shape[0], state.action_dim))
+    key, chain_key, target_noise_key, level_key, noise_key = jax.random.split(state.key, 5)
+
+    next_actions = _chain(state, state.actor.params, batch.next_observations, chain_key)
+    next_actions = jnp.clip(
+        next_actions + cfg.target_noise * jax.random.normal(target_noise_key, next_actions.shape),
+        -1.0,
+        1.0,
+    )
+    critic_grads, critic_aux = jax.grad(losses.critic_loss, has_aux=True)(
+        state.critic.params,
+        state.target_critic_params,
+        state.critic.apply_fn,
+        batch,
+        next_actions,
+        cfg.gamma,
+    )
+    critic = state.critic.apply_gradients(grads=critic_grads)
+    target_critic_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
+
+    def q_fn(observations, actions):
+        return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
+
+    batch_size = batch.actions.shape[0]
+    schedule = diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps)
+    actor_grads, actor_aux = jax.grad(losses.qsm_actor_loss, has_aux=True)(
+        state.actor.params,
+        state.actor.apply_fn,
+        q_fn,
+        batch.observations,
+        batch.actions,
+        jax.random.randint(level_key, (batch_size,), 0, cfg.diffusion_steps),
+        jax.random.normal(noise_key, batch.actions.shape),
+        schedule.alpha_bars,
+        cfg.alpha,
+    )
+    actor = state.actor.apply_gradients(grads=actor_grads)
+    new_state = state.replace(
+        actor=actor,
+        critic=critic,
+        target_critic_params=target_critic_params,
+        key=key,
+        step=state.step + 1,
+    )
+    return new_state, {**critic_aux, **actor_aux}
+
+
+@functools.partial(jax.jit, static_argnames="explore")
+def _sample_batch(state: QSMState, observations: jax.Array, key: jax.Array, explore: bool) -> jax.Array:
+    chain_key, noise_key = jax.random.split(key)
+    actions = _chain(state, state.actor.params, observations, chain_key)
+    if explore:
+        noise = state.config.exploration_noise * jax.random.normal(noise_key, actions.shape)
+        actions = jnp.clip(actions + noise, -1.0, 1.0)
+    return actions
+
+
+def sample_actions(state: QSMState, observations: jax.Array, key: jax.Array, *, explore: bool = False) -> jax.Array:
+    """Samples actions from the diffusion policy, one per observation.
+
+    Args:
+      state: agent.
+      observations: (B, S), or a single observation (S,).
+      key: PRNG key.
+      explore: add the training exploration noise (``config.exploration_noise``), as when
+        collecting data; evaluation uses the plain stochastic chain.
+
+    Returns:
+      Actions in [-1, 1], (B, A) (or (A,) for a single observation).
+    """
+    observations = jnp.asarray(observations, jnp.float32)
+    if observations.ndim == 1:
+        return _sample_batch(state, observations[None], key, explore)[0]
+    if observations.ndim != 2 or observations.shape[1] != state.obs_dim:
+        raise ValueError(
+            f"observations must have shape (B, {state.obs_dim}) or ({state.obs_dim},), got {observations.shape}"
+        )
+    return _sample_batch(state, observations, key, explore)

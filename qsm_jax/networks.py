@@ -1,0 +1,101 @@
+"""Flax modules: the score network eps_theta(s, a_k, k) and the critic ensemble Q_i(s, a).
+
+This file holds modules only; the math that uses them lives in `diffusion.py` and `losses.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+default_init = nn.initializers.xavier_uniform
+
+
+class MLP(nn.Module):
+    """Dense layers with ``activation`` between them; the last layer is linear.
+
+    Attributes:
+      features: output sizes of the layers, the last one included.
+      activation: nonlinearity after every layer but the last.
+    """
+
+    features: Sequence[int]
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, size in enumerate(self.features):
+            x = nn.Dense(size, kernel_init=default_init())(x)
+            if i + 1 < len(self.features):
+                x = self.activation(x)
+        return x
+
+
+class FourierFeatures(nn.Module):
+    """Learnable Fourier features [cos(2 pi k W^T), sin(2 pi k W^T)], W ~ N(0, 0.2^2).
+
+    Attributes:
+      output_size: number of features (even); W has shape (output_size // 2, in_dim).
+    """
+
+    output_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (B, in_dim) float -> (B, output_size)."""
+        w = self.param("kernel", nn.initializers.normal(0.2), (self.output_size // 2, x.shape[-1]))
+        f = 2 * jnp.pi * x @ w.T
+        return jnp.concatenate([jnp.cos(f), jnp.sin(f)], axis=-1)
+
+
+class ScoreNetwork(nn.Module):
+    """Denoiser eps_theta(s, a_k, k) of the diffusion policy (ALGORITHM.md, "Denoiser").
+
+    Attributes:
+      action_dim: A.
+      hidden_dims: hidden sizes of the body MLP (Mish).
+      time_features: number of Fourier features of k.
+      time_hidden_dims: hidden sizes of the MLP on the Fourier features (Mish).
+    """
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (512, 512)
+    time_features: int = 64
+    time_hidden_dims: Sequence[int] = (128, 128)
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array, levels: jax.Array) -> jax.Array:
+        """observations (B, S), noised actions (B, A), levels (B, 1) float -> eps (B, A)."""
+        t = FourierFeatures(self.time_features)(levels)
+        t = MLP(self.time_hidden_dims, activation=jax.nn.mish)(t)
+        x = jnp.concatenate([actions, observations, t], axis=-1)
+        return MLP((*self.hidden_dims, self.action_dim), activation=jax.nn.mish)(x)
+
+
+class CriticEnsemble(nn.Module):
+    """``num_critics`` independent Q networks evaluated in one pass (``nn.vmap`` over parameters).
+
+    Attributes:
+      hidden_dims: hidden sizes of each Q network (ReLU).
+      num_critics: ensemble size.
+    """
+
+    hidden_dims: Sequence[int] = (512, 512)
+    num_critics: int = 2
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        """observations (B, S), actions (B, A) -> Q values (num_critics, B)."""
+        ensemble = nn.vmap(
+            MLP,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num_critics,
+        )
+        q = ensemble((*self.hidden_dims, 1), activation=nn.relu)(jnp.concatenate([observations, actions], axis=-1))
+        return q[..., 0]

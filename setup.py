@@ -1,0 +1,35 @@
+"""qsm-jax: Q-Score Matching (Psenka et al., ICML 2024) as pure JAX functions."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="qsm-jax",
+    version="0.1.0",
+    description="Q-Score Matching: diffusion-model policies trained off-policy from a critic's action-gradient, in JAX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["qsm_jax", "qsm_jax.*"]),
+    package_data={"qsm_jax": ["py.typed"]},
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2",
+        "chex>=0.1.86",
+        "numpy>=1.24",
+        "gymnasium[mujoco]>=1.0",
+        "mujoco>=3.0",
+        "absl-py>=2.0",
+        "orbax-checkpoint>=0.6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.5"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
