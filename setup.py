@@ -28,7 +28,6 @@ setup(
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.5"]},
     classifiers=[
-        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

@@ -1,0 +1,89 @@
+"""Train QSM on a gymnasium task: `python experiments/run.py --env=Walker2d-v4`.
+
+Flags set `qsm_jax.train.RunConfig` and `qsm_jax.QSMConfig`; defaults are the reference settings.
+Re-running the same command on the same --workdir resumes from its last checkpoint.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+from qsm_jax.config import QSMConfig  # noqa: E402
+from qsm_jax.train import RunConfig, train_and_evaluate  # noqa: E402
+
+_RUN, _AGENT = RunConfig(), QSMConfig()
+FLAGS = flags.FLAGS
+flags.DEFINE_string("env", _RUN.env, "Gymnasium env id with a bounded Box action space.")
+flags.DEFINE_integer("seed", _RUN.seed, "Random seed.")
+flags.DEFINE_integer("max_steps", _RUN.max_steps, "Env steps in all.")
+flags.DEFINE_integer("start_steps", _RUN.start_steps, "Uniform random env steps before the first update.")
+flags.DEFINE_integer("batch_size", _RUN.batch_size, "Transitions per update.")
+flags.DEFINE_integer("buffer_size", _RUN.buffer_size, "Replay capacity in transitions.")
+flags.DEFINE_integer("eval_interval", _RUN.eval_interval, "Env steps between evaluations.")
+flags.DEFINE_integer("eval_episodes", _RUN.eval_episodes, "Episodes per evaluation.")
+flags.DEFINE_integer("checkpoint_interval", _RUN.checkpoint_interval, "Env steps between checkpoints.")
+flags.DEFINE_integer("log_interval", _RUN.log_interval, "Env steps between rows of training metrics.")
+flags.DEFINE_float("alpha", _AGENT.alpha, "Score scale M_q: the denoiser is regressed onto -alpha * grad_a Q.")
+flags.DEFINE_integer("diffusion_steps", _AGENT.diffusion_steps, "Number of diffusion levels T.")
+flags.DEFINE_enum("beta_schedule", _AGENT.beta_schedule, ["vp", "linear", "cosine"], "Noise schedule.")
+flags.DEFINE_float("temperature", _AGENT.temperature, "Scale of the noise injected in the reverse chain.")
+flags.DEFINE_list("actor_hidden_dims", list(map(str, _AGENT.actor_hidden_dims)), "Denoiser hidden sizes.")
+flags.DEFINE_list("critic_hidden_dims", list(map(str, _AGENT.critic_hidden_dims)), "Critic hidden sizes.")
+flags.DEFINE_float("actor_lr", _AGENT.actor_lr, "Actor learning rate (cosine decay).")
+flags.DEFINE_float("critic_lr", _AGENT.critic_lr, "Critic learning rate.")
+flags.DEFINE_float("gamma", _AGENT.gamma, "Discount.")
+flags.DEFINE_float("tau", _AGENT.tau, "Polyak rate of the target critics.")
+flags.DEFINE_string("workdir", "", "Output folder; default runs/<env>_seed<seed>.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def _int_list(name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in getattr(FLAGS, name))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {','.join(getattr(FLAGS, name))!r}") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    try:
+        agent = QSMConfig(
+            actor_hidden_dims=_int_list("actor_hidden_dims"),
+            critic_hidden_dims=_int_list("critic_hidden_dims"),
+            actor_lr=FLAGS.actor_lr,
+            critic_lr=FLAGS.critic_lr,
+            gamma=FLAGS.gamma,
+            tau=FLAGS.tau,
+            diffusion_steps=FLAGS.diffusion_steps,
+            beta_schedule=FLAGS.beta_schedule,
+            alpha=FLAGS.alpha,
+            temperature=FLAGS.temperature,
+        )
+        config = RunConfig(
+            env=FLAGS.env,
+            seed=FLAGS.seed,
+            max_steps=FLAGS.max_steps,
+            start_steps=FLAGS.start_steps,
+            batch_size=FLAGS.batch_size,
+            buffer_size=FLAGS.buffer_size,
+            eval_interval=FLAGS.eval_interval,
+            eval_episodes=FLAGS.eval_episodes,
+            checkpoint_interval=FLAGS.checkpoint_interval,
+            log_interval=FLAGS.log_interval,
+            agent=agent,
+        )
+        workdir = FLAGS.workdir or os.path.join("runs", f"{config.env}_seed{config.seed}")
+        result = train_and_evaluate(config, workdir, progress=FLAGS.progress)
+    except ValueError as e:
+        sys.exit(f"run.py: error: {e}")
+    print(f"final evaluation at step {result['step']}: {result['return_mean']:.1f} +- {result['return_std']:.1f}")
+    print(f"outputs in {workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

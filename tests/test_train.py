@@ -1,0 +1,254 @@
+"""The training program end to end: outputs, resume, SIGKILL, errors, episode bookkeeping, learning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import jax
+import numpy as np
+import pytest
+
+import qsm_jax
+from qsm_jax.envs import make_env
+from qsm_jax.metrics import read_metrics
+from qsm_jax.replay import ReplayBuffer
+from qsm_jax.train import RunConfig, restore_run, train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_AGENT = qsm_jax.QSMConfig(
+    actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), time_features=8, time_hidden_dims=(16,)
+)
+TINY_FLAGS = ["--actor_hidden_dims=16,16", "--critic_hidden_dims=16,16", "--progress=false"]
+
+
+def _run_py(*args, **kwargs):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        **kwargs,
+    )
+
+
+def _tiny(**overrides) -> RunConfig:
+    base = dict(
+        env="Pendulum-v1",
+        seed=3,
+        max_steps=400,
+        start_steps=100,
+        batch_size=32,
+        buffer_size=1000,
+        eval_interval=200,
+        eval_episodes=2,
+        checkpoint_interval=200,
+        log_interval=50,
+        agent=TINY_AGENT,
+    )
+    return RunConfig(**{**base, **overrides})
+
+
+def test_run_py_end_to_end_writes_outputs(tmp_path):
+    workdir = tmp_path / "run"
+    out = _run_py(
+        "--env=Pendulum-v1",
+        "--max_steps=300",
+        "--start_steps=100",
+        "--batch_size=32",
+        "--eval_interval=150",
+        "--eval_episodes=2",
+        "--checkpoint_interval=150",
+        "--log_interval=50",
+        f"--workdir={workdir}",
+        *TINY_FLAGS,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "final evaluation at step 300" in out.stdout
+    for name in ("config.json", "metrics.jsonl", "learning_curve.png"):
+        assert (workdir / name).is_file(), name
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["150", "300"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
+    assert [r["step"] for r in read_metrics(str(workdir), "eval")] == [150, 300]
+    train_rows = read_metrics(str(workdir), "train")
+    assert [r["step"] for r in train_rows] == [100, 150, 200, 250, 300]
+    assert all(np.isfinite(r["critic_loss"]) and np.isfinite(r["actor_loss"]) for r in train_rows)
+    assert json.loads((workdir / "config.json").read_text())["agent"]["actor_hidden_dims"] == [16, 16]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = train_and_evaluate(_tiny(), str(tmp_path / "full"), progress=False)
+    train_and_evaluate(_tiny(max_steps=200), str(tmp_path / "split"), progress=False)
+    resumed = train_and_evaluate(_tiny(), str(tmp_path / "split"), progress=False)
+    # Deterministic on CPU: same seed and flags, identical evaluation returns.
+    assert resumed["history"] == full["history"]
+    state_a, buffer_a, meta_a = restore_run(str(tmp_path / "full"))
+    state_b, buffer_b, meta_b = restore_run(str(tmp_path / "split"))
+    assert meta_a == meta_b and meta_a["env_step"] == 400 and buffer_a.size == 400
+    leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for a, b in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in buffer_a.data:
+        np.testing.assert_array_equal(buffer_a.data[name], buffer_b.data[name])
+
+    def without_timing(rows):
+        return [{k: v for k, v in r.items() if k != "env_steps_per_s"} for r in rows]
+
+    assert without_timing(read_metrics(str(tmp_path / "full"))) == without_timing(read_metrics(str(tmp_path / "split")))
+
+
+def test_sigkill_mid_training_then_rerun_completes(tmp_path):
+    workdir = tmp_path / "killed"
+    flags = [
+        "--env=Pendulum-v1",
+        "--max_steps=1200",
+        "--start_steps=100",
+        "--batch_size=32",
+        "--buffer_size=1000",
+        "--eval_interval=400",
+        "--eval_episodes=1",
+        "--checkpoint_interval=300",
+        "--log_interval=50",
+        f"--workdir={workdir}",
+        *TINY_FLAGS,
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *flags],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    # Kill between checkpoints: after the one at 300 and some rows beyond it.
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            steps = [r["step"] for r in read_metrics(str(workdir), "train")]
+        except (FileNotFoundError, json.JSONDecodeError):
+            steps = []
+        if steps and steps[-1] >= 450:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(r["step"] for r in read_metrics(str(workdir)))
+    assert 450 <= killed_at < 1200
+
+    out = _run_py(*flags)
+    assert out.returncode == 0, out.stderr
+    assert "final evaluation at step 1200" in out.stdout
+    rows = read_metrics(str(workdir))
+    train_steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert train_steps == list(range(100, 1201, 50)), "rows lost or duplicated"
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [400, 800, 1200]
+    _, buffer, meta = restore_run(str(workdir))
+    assert meta["env_step"] == 1200 and buffer.size == 1000 and buffer.pointer == 200
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--batch_size=0"], "batch_size must be an integer >= 1"),
+        (["--alpha=-3"], "alpha must be a finite number > 0"),
+        (["--actor_hidden_dims=256,x"], "actor_hidden_dims must be comma-separated integers"),
+        (["--env=NoSuchEnv-v0"], "unknown env id 'NoSuchEnv-v0'"),
+        (["--env=CartPole-v1"], "Discrete action space; QSM needs continuous (Box) actions"),
+    ],
+)
+def test_bad_flags_and_envs_exit_with_a_message(tmp_path, args, message):
+    out = _run_py(f"--workdir={tmp_path / 'w'}", "--max_steps=10", *TINY_FLAGS, *args)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    workdir = str(tmp_path / "w")
+    train_and_evaluate(_tiny(max_steps=200), workdir, progress=False)
+    other = _tiny(
+        agent=qsm_jax.QSMConfig(
+            **{
+                **TINY_AGENT.to_dict(),
+                "alpha": 10.0,
+                "actor_hidden_dims": (16, 16),
+                "critic_hidden_dims": (16, 16),
+                "time_hidden_dims": (16,),
+            }
+        )
+    )
+    with pytest.raises(ValueError, match=r"different configuration \(alpha=50.0 there, 10.0 now\)"):
+        train_and_evaluate(other, workdir, progress=False)
+    os.remove(os.path.join(workdir, "config.json"))  # the checkpoint itself is checked too
+    with pytest.raises(ValueError, match="checkpoint 200 was written by a different configuration"):
+        train_and_evaluate(other, workdir, progress=False)
+
+
+class _EpisodeEnv(gym.Env):
+    """Observation (t, parity of the reset seed): terminates at t = 3 for even seeds, else runs to
+    the time limit (5 steps), so stored terminals can be checked against the observations."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-3.0, 5.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.parity = 0, float(seed % 2)
+        return np.array([0.0, self.parity], np.float32), {}
+
+    def step(self, action):
+        assert -3.0 <= action[0] <= 5.0
+        self.t += 1
+        return np.array([self.t, self.parity], np.float32), float(action[0]), self.t == 3 and not self.parity, False, {}
+
+
+gym.register("QSMTestEpisodes-v0", entry_point=_EpisodeEnv, max_episode_steps=5)
+
+
+def test_only_true_terminations_are_stored_as_terminals(tmp_path):
+    train_and_evaluate(_tiny(env="QSMTestEpisodes-v0", max_steps=300, start_steps=300), str(tmp_path), progress=False)
+    _, buffer, _ = restore_run(str(tmp_path))
+    next_obs, terminals = buffer.data["next_observations"][:300], buffer.data["terminals"][:300]
+    should_terminate = (next_obs[:, 0] == 3) & (next_obs[:, 1] == 0)
+    truncated = next_obs[:, 0] == 5
+    assert should_terminate.any() and truncated.any()
+    np.testing.assert_array_equal(terminals, should_terminate.astype(np.float32))
+    # Rewards are the env's actions: the agent's [-1, 1] maps onto the env's [-3, 5].
+    actions, rewards = buffer.data["actions"][:300, 0], buffer.data["rewards"][:300]
+    np.testing.assert_allclose(rewards, -3.0 + (actions + 1.0) * 4.0, rtol=1e-5, atol=1e-5)
+
+
+def test_env_checks_and_buffer_memory():
+    env = make_env("Pendulum-v1")
+    assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+    buffer = ReplayBuffer(1234, obs_dim=17, action_dim=6)
+    assert buffer.nbytes == 1234 * (17 + 6 + 1 + 17 + 1) * 4
+    with pytest.raises(ValueError, match="non-finite reward"):
+        buffer.add(np.zeros(17), np.zeros(6), np.nan, np.zeros(17), False)
+    with pytest.raises(ValueError, match="Box"):
+        make_env("CartPole-v1")
+
+
+def test_qsm_learns_pendulum(tmp_path):
+    """QSM with the reference algorithm settings (alpha 50, T 5) and 64x64 networks."""
+    config = RunConfig(
+        env="Pendulum-v1",
+        seed=0,
+        max_steps=10_000,
+        start_steps=1_000,
+        eval_interval=2_000,
+        eval_episodes=10,
+        checkpoint_interval=10_000,
+        log_interval=1_000,
+        agent=qsm_jax.QSMConfig(actor_hidden_dims=(64, 64), critic_hidden_dims=(64, 64)),
+    )
+    result = train_and_evaluate(config, str(tmp_path), progress=False)
+    print([round(h["return_mean"]) for h in result["history"]])
+    assert result["return_mean"] > -400
