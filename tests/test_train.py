@@ -252,3 +252,28 @@ def test_qsm_learns_pendulum(tmp_path):
     result = train_and_evaluate(config, str(tmp_path), progress=False)
     print([round(h["return_mean"]) for h in result["history"]])
     assert result["return_mean"] > -400
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "Walker2d-v4",
+        "Walker2d-v5",
+        "HalfCheetah-v4",
+        "HalfCheetah-v5",
+        "Hopper-v4",
+        "Hopper-v5",
+        "Ant-v4",
+        "Ant-v5",
+        "Humanoid-v4",
+        "Humanoid-v5",
+        "Pendulum-v1",
+    ],
+)
+def test_supported_envs_step_in_unit_actions(env_id):
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, terminated, truncated, _ = env.step(np.ones(env.action_space.shape, np.float32))
+    assert obs.shape == env.observation_space.shape and np.isfinite(reward)
+    env.close()
