@@ -26,6 +26,9 @@ flags.DEFINE_integer("eval_interval", _RUN.eval_interval, "Env steps between eva
 flags.DEFINE_integer("eval_episodes", _RUN.eval_episodes, "Episodes per evaluation.")
 flags.DEFINE_integer("checkpoint_interval", _RUN.checkpoint_interval, "Env steps between checkpoints.")
 flags.DEFINE_integer("log_interval", _RUN.log_interval, "Env steps between rows of training metrics.")
+flags.DEFINE_integer("utd", _RUN.utd, "Updates per env step (each on its own batch).")
+flags.DEFINE_integer("num_envs", _RUN.num_envs, "Envs per agent, stepped together.")
+flags.DEFINE_integer("num_seeds", _RUN.num_seeds, "Independent agents (seeds seed..seed+K-1) trained at once.")
 flags.DEFINE_float("alpha", _AGENT.alpha, "Score scale M_q: the denoiser is regressed onto -alpha * grad_a Q.")
 flags.DEFINE_integer("diffusion_steps", _AGENT.diffusion_steps, "Number of diffusion levels T.")
 flags.DEFINE_enum("beta_schedule", _AGENT.beta_schedule, ["vp", "linear", "cosine"], "Noise schedule.")
@@ -75,13 +78,19 @@ def main(argv):
             eval_episodes=FLAGS.eval_episodes,
             checkpoint_interval=FLAGS.checkpoint_interval,
             log_interval=FLAGS.log_interval,
+            utd=FLAGS.utd,
+            num_envs=FLAGS.num_envs,
+            num_seeds=FLAGS.num_seeds,
             agent=agent,
         )
-        workdir = FLAGS.workdir or os.path.join("runs", f"{config.env}_seed{config.seed}")
+        seeds = f"{config.seed}" if config.num_seeds == 1 else f"{config.seed}-{config.seed + config.num_seeds - 1}"
+        workdir = FLAGS.workdir or os.path.join("runs", f"{config.env}_seed{seeds}")
         result = train_and_evaluate(config, workdir, progress=FLAGS.progress)
     except ValueError as e:
         sys.exit(f"run.py: error: {e}")
-    print(f"final evaluation at step {result['step']}: {result['return_mean']:.1f} +- {result['return_std']:.1f}")
+    for row in result["per_seed"]:
+        print(f"seed {row['seed']}: final evaluation return {row['return_mean']:.1f} +- {row['return_std']:.1f}")
+    print(f"final evaluation at step {result['step']}: {result['return_mean']:.1f} (mean over seeds)")
     print(f"outputs in {workdir}")
 
 

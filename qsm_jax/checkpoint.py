@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from qsm_jax.replay import ReplayBuffer
+from qsm_jax.replay import ReplayBuffer, replay_to_host
 
 
 class RunCheckpointer:
-    """Saves and restores ``(train state, replay buffer, meta)`` under ``workdir/checkpoints``.
+    """Saves and restores ``(train states, replay buffers, meta)`` under ``workdir/checkpoints``.
 
     ``meta`` is a JSON dict (env-step counter, episode index, evaluation history, the run's
     config). Saves are synchronous and atomic (Orbax writes to a temporary folder and renames it),
@@ -29,13 +29,18 @@ class RunCheckpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, buffer: ReplayBuffer, meta: dict) -> None:
-        meta = {**meta, "buffer_pointer": buffer.pointer, "buffer_size": buffer.size}
+    def save(self, step: int, states: Any, buffers: ReplayBuffer, meta: dict) -> None:
+        """Saves stacked ``states``, the filled part of stacked ``buffers`` and the JSON ``meta``."""
+        meta = {
+            **meta,
+            "buffer_pointer": int(np.asarray(buffers.pointer)[0]),
+            "buffer_size": int(np.asarray(buffers.size)[0]),
+        }
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                buffer=ocp.args.StandardSave(buffer.state_dict()),
+                state=ocp.args.StandardSave(states),
+                buffer=ocp.args.StandardSave(replay_to_host(buffers)),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
@@ -44,11 +49,14 @@ class RunCheckpointer:
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    def restore(self, step: int, state_template: Any, buffer: ReplayBuffer) -> tuple[Any, dict]:
-        """Restores into ``buffer`` in place; returns ``(state, meta)``."""
+    def restore(self, step: int, state_template: Any, empty_buffers: ReplayBuffer) -> tuple[Any, dict, dict]:
+        """Returns ``(states, buffer arrays (K, size, ...) as NumPy, meta)``."""
         meta = self.restore_meta(step)
         size = meta["buffer_size"]
-        buffer_template = {name: np.zeros((size, *value.shape[1:]), value.dtype) for name, value in buffer.data.items()}
+        buffer_template = {
+            name: jax.ShapeDtypeStruct((value.shape[0], size, *value.shape[2:]), value.dtype)
+            for name, value in empty_buffers.data._asdict().items()
+        }
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -56,8 +64,7 @@ class RunCheckpointer:
                 buffer=ocp.args.StandardRestore(buffer_template),
             ),
         )
-        buffer.load_state_dict({k: np.asarray(v) for k, v in restored["buffer"].items()}, meta["buffer_pointer"])
-        return restored["state"], meta
+        return restored["state"], {k: np.asarray(v) for k, v in restored["buffer"].items()}, meta
 
     def close(self) -> None:
         self.manager.close()

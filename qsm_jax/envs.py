@@ -5,6 +5,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from qsm_jax.types import Batch
+
 
 def make_env(env_id: str) -> gym.Env:
     """Makes ``env_id`` with its actions rescaled so that the agent acts in [-1, 1].
@@ -39,3 +41,59 @@ def make_env(env_id: str) -> gym.Env:
 def env_dims(env: gym.Env) -> tuple[int, int]:
     """(obs_dim, action_dim) of a flat-Box env."""
     return int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+
+
+class EnvPool:
+    """``num`` copies of an env stepped together, auto-resetting in the same step (gymnasium 1.x).
+
+    ``step`` returns the transitions exactly as single envs would produce them: where an episode
+    ended, ``next_observations`` holds the true final observation (not the reset one) and the
+    returned observations already hold the reset one, so no reset transition is ever stored.
+    """
+
+    def __init__(self, env_id: str, num: int):
+        make_env(env_id).close()  # validates the id and the spaces with a clear message
+        self.envs = gym.vector.SyncVectorEnv(
+            [lambda: make_env(env_id)] * num, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+        self.num = num
+        self.returns = np.zeros(num)
+        self.lengths = np.zeros(num, np.int64)
+
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        """Starts new episodes in every env; observations (num, S) float32."""
+        self.returns[:] = 0.0
+        self.lengths[:] = 0
+        return self.envs.reset(seed=list(seeds))[0].astype(np.float32)
+
+    def step(self, observations: np.ndarray, actions: np.ndarray):
+        """Steps every env with ``actions`` (num, A) in [-1, 1].
+
+        Returns:
+          (transitions, next observations (num, S), finished episodes as (env index, return, length)).
+        """
+        next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        final_next = next_obs.copy()
+        if "final_obs" in info:
+            for i in np.flatnonzero(info["_final_obs"]):
+                final_next[i] = info["final_obs"][i]
+        transitions = Batch(
+            observations=observations,
+            actions=np.asarray(actions, np.float32),
+            rewards=rewards.astype(np.float32),
+            next_observations=final_next.astype(np.float32),
+            terminals=terminated.astype(np.float32),
+        )
+        for name, value in transitions._asdict().items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"the env returned non-finite {name}; the environment is unstable")
+        self.returns += rewards
+        self.lengths += 1
+        done = np.flatnonzero(terminated | truncated)
+        finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in done]
+        self.returns[done] = 0.0
+        self.lengths[done] = 0
+        return transitions, next_obs.astype(np.float32), finished
+
+    def close(self) -> None:
+        self.envs.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import chex
@@ -176,14 +175,27 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     return new_state, {**critic_aux, **actor_aux}
 
 
-@functools.partial(jax.jit, static_argnames="explore")
-def _sample_batch(state: QSMState, observations: jax.Array, key: jax.Array, explore: bool) -> jax.Array:
+def policy_sample(state: QSMState, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
+    """Traceable policy sampling for use inside other jitted code (see ``sample_actions``).
+
+    Args:
+      state: agent.
+      observations: (B, S).
+      key: PRNG key.
+      explore: add ``config.exploration_noise`` Gaussian noise and re-clip (training actions).
+
+    Returns:
+      Actions in [-1, 1], (B, A).
+    """
     chain_key, noise_key = jax.random.split(key)
     actions = _chain(state, state.actor.params, observations, chain_key)
     if explore:
         noise = state.config.exploration_noise * jax.random.normal(noise_key, actions.shape)
         actions = jnp.clip(actions + noise, -1.0, 1.0)
     return actions
+
+
+_sample_jit = jax.jit(policy_sample, static_argnames="explore")
 
 
 def sample_actions(state: QSMState, observations: jax.Array, key: jax.Array, *, explore: bool = False) -> jax.Array:
@@ -201,9 +213,9 @@ def sample_actions(state: QSMState, observations: jax.Array, key: jax.Array, *, 
     """
     observations = jnp.asarray(observations, jnp.float32)
     if observations.ndim == 1:
-        return _sample_batch(state, observations[None], key, explore)[0]
+        return _sample_jit(state, observations[None], key, explore)[0]
     if observations.ndim != 2 or observations.shape[1] != state.obs_dim:
         raise ValueError(
             f"observations must have shape (B, {state.obs_dim}) or ({state.obs_dim},), got {observations.shape}"
         )
-    return _sample_batch(state, observations, key, explore)
+    return _sample_jit(state, observations, key, explore)

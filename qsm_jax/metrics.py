@@ -6,6 +6,7 @@ import json
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,22 +51,20 @@ def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:
 
 
 def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
-    """Mean +- std of the evaluation return against env steps, saved as a PNG."""
-    steps = [h["step"] for h in history]
-    mean = [h["return_mean"] for h in history]
-    std = [h["return_std"] for h in history]
+    """Evaluation return (mean +- std over episodes) against env steps, one line per seed, as a PNG."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, mean, marker="o", ms=3)
-    ax.fill_between(
-        steps,
-        [m - s for m, s in zip(mean, std, strict=True)],
-        [m + s for m, s in zip(mean, std, strict=True)],
-        alpha=0.25,
-    )
+    for seed in sorted({h.get("seed", 0) for h in history}):
+        rows = [h for h in history if h.get("seed", 0) == seed]
+        steps = [h["step"] for h in rows]
+        mean = np.array([h["return_mean"] for h in rows])
+        std = np.array([h["return_std"] for h in rows])
+        ax.plot(steps, mean, marker="o", ms=3, label=f"seed {seed}")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=100)
     plt.close(fig)

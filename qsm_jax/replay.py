@@ -1,71 +1,74 @@
-"""A replay buffer of float32 transitions in preallocated NumPy arrays."""
+"""The replay buffer as a pytree of device arrays, with pure functions to add and sample.
+
+Held on the accelerator and updated inside the compiled training step (with buffer donation, in
+place), so no batch is sampled on the host or copied per update.
+"""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from qsm_jax.types import Batch
 
 
-class ReplayBuffer:
-    """Ring buffer of (s, a, r, s', terminal), float32, memory fixed by ``capacity``.
+class ReplayBuffer(struct.PyTreeNode):
+    """Ring buffer of float32 transitions; its memory is fixed by the capacity.
 
     Attributes:
-      capacity: number of transitions held at most; the oldest are overwritten.
-      size: number of transitions held now.
-      pointer: index where the next transition goes.
+      data: a ``Batch`` whose fields have a leading capacity axis C: (C, S), (C, A), (C,), (C, S), (C,).
+      pointer: index where the next transition goes, int32 scalar.
+      size: number of transitions held, int32 scalar.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int):
-        if capacity <= 0:
-            raise ValueError(f"buffer_size must be > 0, got {capacity}")
-        self.capacity = int(capacity)
-        self.data = {
-            "observations": np.zeros((capacity, obs_dim), np.float32),
-            "actions": np.zeros((capacity, action_dim), np.float32),
-            "rewards": np.zeros((capacity,), np.float32),
-            "next_observations": np.zeros((capacity, obs_dim), np.float32),
-            "terminals": np.zeros((capacity,), np.float32),
-        }
-        self.size = 0
-        self.pointer = 0
+    data: Batch
+    pointer: jax.Array
+    size: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return self.data.rewards.shape[-1]
 
     @property
     def nbytes(self) -> int:
-        return sum(v.nbytes for v in self.data.values())
+        return sum(x.nbytes for x in jax.tree.leaves(self.data))
 
-    def add(self, obs, action, reward, next_obs, terminal: bool) -> None:
-        """Stores one transition; raises ``ValueError`` on NaN or inf (a broken env)."""
-        row = {
-            "observations": obs,
-            "actions": action,
-            "rewards": reward,
-            "next_observations": next_obs,
-            "terminals": float(terminal),
-        }
-        for name, value in row.items():
-            if not np.all(np.isfinite(value)):
-                raise ValueError(
-                    f"the env returned a non-finite {name[:-1] if name.endswith('s') else name}: {value}; "
-                    "the environment is unstable (check its state or reward)"
-                )
-            self.data[name][self.pointer] = value
-        self.pointer = (self.pointer + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        """Uniform sample with replacement of ``batch_size`` transitions."""
-        idx = rng.integers(0, self.size, size=batch_size)
-        return Batch(**{name: value[idx] for name, value in self.data.items()})
+def replay_init(capacity: int, obs_dim: int, action_dim: int) -> ReplayBuffer:
+    """An empty buffer of ``capacity`` transitions."""
+    if not isinstance(capacity, int) or capacity <= 0:
+        raise ValueError(f"buffer_size must be a positive integer, got {capacity!r}")
+    data = Batch(
+        observations=jnp.zeros((capacity, obs_dim), jnp.float32),
+        actions=jnp.zeros((capacity, action_dim), jnp.float32),
+        rewards=jnp.zeros((capacity,), jnp.float32),
+        next_observations=jnp.zeros((capacity, obs_dim), jnp.float32),
+        terminals=jnp.zeros((capacity,), jnp.float32),
+    )
+    return ReplayBuffer(data=data, pointer=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The filled part of the arrays (what a checkpoint stores)."""
-        return {name: value[: self.size] for name, value in self.data.items()}
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray], pointer: int) -> None:
-        size = len(arrays["rewards"])
-        if size > self.capacity:
-            raise ValueError(f"checkpoint holds {size} transitions; buffer_size is {self.capacity}")
-        for name, value in arrays.items():
-            self.data[name][:size] = value
-        self.size, self.pointer = size, int(pointer)
+def replay_add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
+    """Stores N transitions (fields with a leading axis N) in order, overwriting the oldest."""
+    n = transitions.rewards.shape[0]
+    idx = (buffer.pointer + jnp.arange(n)) % buffer.capacity
+    data = jax.tree.map(lambda d, x: d.at[idx].set(x.astype(d.dtype)), buffer.data, transitions)
+    return ReplayBuffer(
+        data=data,
+        pointer=(buffer.pointer + n) % buffer.capacity,
+        size=jnp.minimum(buffer.size + n, buffer.capacity),
+    )
+
+
+def replay_sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Batch:
+    """Uniform sample, with replacement, of ``batch_size`` stored transitions."""
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+    return jax.tree.map(lambda d: d[idx], buffer.data)
+
+
+def replay_to_host(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """The filled part of a buffer stacked over seeds, (K, size, ...) NumPy arrays (what a checkpoint stores)."""
+    size = int(np.max(np.asarray(buffer.size)))
+    return {name: np.asarray(value[:, :size]) for name, value in buffer.data._asdict().items()}

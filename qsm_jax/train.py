@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from qsm_jax import learner
+from qsm_jax import fused, learner
 from qsm_jax.checkpoint import RunCheckpointer
 from qsm_jax.config import QSMConfig
-from qsm_jax.envs import env_dims, make_env
+from qsm_jax.envs import EnvPool, env_dims, make_env
 from qsm_jax.metrics import MetricsWriter, plot_learning_curve
-from qsm_jax.replay import ReplayBuffer
+from qsm_jax.replay import ReplayBuffer, replay_init
+from qsm_jax.types import Batch
 
 # Settings a resumed run may change; every other difference means another experiment.
 RESUMABLE_CHANGES = ("max_steps",)
@@ -29,15 +32,20 @@ class RunConfig:
 
     Attributes:
       env: gymnasium id of a task with a bounded Box action space.
-      seed: seeds the networks, the envs and every random draw of the loop.
-      max_steps: env steps in all.
+      seed: seed of the first agent; agent k uses ``seed + k``. Seeds the networks, the envs and
+        every random draw of the loop.
+      max_steps: env steps per agent.
       start_steps: env steps of uniform random actions before the first update.
       batch_size: transitions per update.
-      buffer_size: replay capacity (transitions).
+      buffer_size: replay capacity per agent (transitions).
       eval_interval: env steps between evaluations (one more runs at the end).
-      eval_episodes: episodes per evaluation, on a separate env with its own seeds.
+      eval_episodes: episodes per evaluation, on separate envs with their own seeds.
       checkpoint_interval: env steps between checkpoints (one more at the end).
       log_interval: env steps between rows of training metrics.
+      utd: updates per env step (a real update-to-data ratio: ``utd * num_envs`` updates, each on
+        its own batch, per vector step).
+      num_envs: envs per agent, stepped together; env-step counts include all of them.
+      num_seeds: independent agents trained at once (vmapped, sharded over the devices).
       agent: the QSM settings.
     """
 
@@ -51,12 +59,15 @@ class RunConfig:
     eval_episodes: int = 10
     checkpoint_interval: int = 50_000
     log_interval: int = 1_000
+    utd: int = 1
+    num_envs: int = 1
+    num_seeds: int = 1
     agent: QSMConfig = dataclasses.field(default_factory=QSMConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, str) or not self.env:
             raise ValueError(f"env must be a gymnasium env id, got {self.env!r}")
-        checks = {
+        lows = {
             "seed": 0,
             "max_steps": 1,
             "start_steps": 0,
@@ -66,11 +77,17 @@ class RunConfig:
             "eval_episodes": 1,
             "checkpoint_interval": 1,
             "log_interval": 1,
+            "utd": 1,
+            "num_envs": 1,
+            "num_seeds": 1,
         }
-        for name, low in checks.items():
+        for name, low in lows.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("max_steps", "start_steps", "eval_interval", "checkpoint_interval", "log_interval"):
+            if getattr(self, name) % self.num_envs:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of num_envs ({self.num_envs})")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "agent"}
@@ -106,149 +123,243 @@ def _seed_int(*entropy: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
 
 
-def evaluate(state: learner.QSMState, envs: list, seeds: list[int], key: jax.Array) -> np.ndarray:
-    """Runs one episode per env, all in lockstep with one batched action call per time step.
+def seed_sharding(num_seeds: int) -> jax.sharding.Sharding:
+    """Shards a leading seed axis over as many devices as divide ``num_seeds``."""
+    devices = jax.devices()
+    count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    mesh = jax.sharding.Mesh(np.array(devices[:count]), ("seed",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
+
+
+def _stack(trees: list) -> Any:
+    """Stacks same-shaped pytrees on a new leading axis; the first tree's static fields are kept
+    (each ``create_train_state`` call makes its own, equivalent, optax closures)."""
+    leaves = [jnp.stack(xs) for xs in zip(*map(jax.tree.leaves, trees), strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(trees[0]), leaves)
+
+
+def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[learner.QSMState, jax.Array]:
+    """K agents stacked on a leading axis, each exactly as ``create_train_state`` makes it for its
+    seed, and their loop keys (K, 2) (batch sampling, acting, evaluation)."""
+    states, loop_keys = [], []
+    for k in range(config.num_seeds):
+        init_key, loop_key = jax.random.split(jax.random.key(config.seed + k))
+        states.append(learner.create_train_state(init_key, obs_dim, action_dim, config.agent))
+        loop_keys.append(jax.random.key_data(loop_key))
+    return _stack(states), jnp.stack(loop_keys)
+
+
+@functools.partial(jax.jit, static_argnames="num_envs")
+def _eval_actions(states, observations, keys, t, num_envs):
+    del num_envs
+    keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), t))(keys)
+    return jax.vmap(learner.policy_sample)(states, observations, keys)
+
+
+def evaluate(states: learner.QSMState, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.ndarray:
+    """One episode per env for K stacked agents, in lockstep, one batched action call per time step.
 
     Evaluation actions are single stochastic samples of the chain, without exploration noise.
 
+    Args:
+      states: K stacked agents.
+      envs: K * E envs (agent k uses envs[k * E:(k + 1) * E]).
+      seeds: reset seeds, (K, E).
+      keys: raw keys, (K, 2).
+
     Returns:
-      Undiscounted returns, (len(envs),).
+      Undiscounted returns, (K, E).
     """
-    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]).astype(np.float32)
-    returns = np.zeros(len(envs))
-    done = np.zeros(len(envs), bool)
+    num_seeds, episodes = seeds.shape
+    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds.ravel(), strict=True)])
+    obs = obs.astype(np.float32).reshape(num_seeds, episodes, -1)
+    returns = np.zeros(num_seeds * episodes)
+    done = np.zeros(num_seeds * episodes, bool)
     t = 0
     while not done.all():
-        actions = np.asarray(learner.sample_actions(state, obs, jax.random.fold_in(key, t)))
-        for i, env in enumerate(envs):
-            if done[i]:
-                continue
-            o, r, terminated, truncated, _ = env.step(actions[i])
-            obs[i] = o
+        actions = np.asarray(_eval_actions(states, obs, keys, t, episodes)).reshape(num_seeds * episodes, -1)
+        flat_obs = obs.reshape(num_seeds * episodes, -1)
+        for i in np.flatnonzero(~done):
+            o, r, terminated, truncated, _ = envs[i].step(actions[i])
+            flat_obs[i] = o
             returns[i] += r
             done[i] = terminated or truncated
         t += 1
-    return returns
+    return returns.reshape(num_seeds, episodes)
+
+
+def _buffer_from_host(arrays: dict, meta: dict, empty: ReplayBuffer) -> ReplayBuffer:
+    size = meta["buffer_size"]
+    data = {name: np.asarray(value).copy() for name, value in empty.data._asdict().items()}
+    for name in data:
+        data[name][:, :size] = arrays[name]
+    k = data["rewards"].shape[0]
+    return ReplayBuffer(
+        data=Batch(**data),
+        pointer=jnp.full((k,), meta["buffer_pointer"], jnp.int32),
+        size=jnp.full((k,), size, jnp.int32),
+    )
 
 
 def restore_run(workdir: str, step: int | None = None) -> tuple[learner.QSMState, ReplayBuffer, dict[str, Any]]:
-    """Loads a run's checkpoint (the latest if ``step`` is None): ``(state, buffer, meta)``.
+    """Loads a run's checkpoint (the latest if ``step`` is None): ``(states, buffers, meta)``.
 
-    Use it to act with a trained policy or to inspect what a run stored.
+    States and buffers carry a leading seed axis K (``num_seeds``). Use it to act with a trained
+    policy or to inspect what a run stored.
     """
     with open(os.path.join(workdir, "config.json")) as f:
         config = RunConfig.from_dict(json.load(f))
     env = make_env(config.env)
     obs_dim, action_dim = env_dims(env)
     env.close()
-    template = learner.create_train_state(jax.random.key(0), obs_dim, action_dim, config.agent)
-    buffer = ReplayBuffer(config.buffer_size, obs_dim, action_dim)
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     step = checkpointer.latest_step() if step is None else step
     if step is None:
         raise ValueError(f"no checkpoint in {workdir!r}")
-    state, meta = checkpointer.restore(step, template, buffer)
+    template, _ = init_agents(config, obs_dim, action_dim)
+    empty = jax.vmap(lambda _: replay_init(config.buffer_size, obs_dim, action_dim))(jnp.arange(config.num_seeds))
+    states, arrays, meta = checkpointer.restore(step, template, empty)
     checkpointer.close()
-    return state, buffer, meta
+    return states, _buffer_from_host(arrays, meta, empty), meta
 
 
 def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -> dict[str, Any]:
     """Trains QSM on ``config.env`` and writes everything to ``workdir``; resumes if it can.
 
-    Outputs: ``config.json`` (the run's settings), ``metrics.jsonl`` (train, episode and eval
-    rows), ``tensorboard/``, ``learning_curve.png`` (at each evaluation) and ``checkpoints/``.
+    Each env step is one compiled call (``fused.act_and_learn_seeds``): it stores the new
+    transitions in the device-resident replay buffers, runs ``utd`` updates per transition and
+    returns the next actions, for all ``num_seeds`` agents at once.
 
-    Resume: the latest checkpoint holds the train state, the replay buffer with its pointer, the
-    env-step and episode counters and the evaluation history; every other random draw is derived
-    from (seed, step), so a resumed run is identical to an uninterrupted one. To make that hold,
-    the training episode in progress ends at each checkpoint as a time-limit truncation
-    (bootstrapped, never treated as termination) and a new one starts.
+    Outputs: ``config.json`` (the run's settings), ``metrics.jsonl`` (train, episode and eval rows,
+    each with its ``seed``), ``tensorboard/``, ``learning_curve.png`` (at each evaluation) and
+    ``checkpoints/``.
+
+    Resume: the latest checkpoint holds the train states, the replay buffers with their pointer,
+    the env-step and segment counters and the evaluation history; every other random draw is
+    derived from (seed, step), so a resumed run is identical to an uninterrupted one. To make that
+    hold, the training episodes in progress end at each checkpoint as time-limit truncations
+    (bootstrapped, never treated as terminations) and new ones start.
 
     Returns:
-      ``{"step", "return_mean", "return_std", "history"}`` of the final evaluation.
+      ``{"step", "return_mean", "return_std"}`` of the final evaluation (means over seeds),
+      ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row).
     """
     os.makedirs(workdir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
         with open(config_path) as f:
             _check_same_experiment(json.load(f), config.to_dict(), f"workdir {workdir!r}")
+    num_seeds, num_envs = config.num_seeds, config.num_envs
+    seeds = [config.seed + k for k in range(num_seeds)]
+    pool = EnvPool(config.env, num_seeds * num_envs)
     with open(config_path, "w") as f:
         json.dump(config.to_dict(), f, indent=2)
+    eval_envs = [make_env(config.env) for _ in range(num_seeds * config.eval_episodes)]
+    obs_dim, action_dim = env_dims(eval_envs[0])
 
-    env = make_env(config.env)
-    eval_envs = [make_env(config.env) for _ in range(config.eval_episodes)]
-    obs_dim, action_dim = env_dims(env)
-    init_key, act_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
-    state = learner.create_train_state(init_key, obs_dim, action_dim, config.agent)
-    buffer = ReplayBuffer(config.buffer_size, obs_dim, action_dim)
+    sharding = seed_sharding(num_seeds)
+    states, loop_keys = init_agents(config, obs_dim, action_dim)
+    empty = jax.vmap(lambda _: replay_init(config.buffer_size, obs_dim, action_dim))(jnp.arange(num_seeds))
+    buffers = empty
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
-
-    env_step, episode, history = 0, 0, []
+    env_step, segment, history = 0, 0, []
     latest = checkpointer.latest_step()
     if latest is not None:
         _check_same_experiment(checkpointer.restore_meta(latest)["config"], config.to_dict(), f"checkpoint {latest}")
-        state, meta = checkpointer.restore(latest, state, buffer)
-        env_step, episode, history = meta["env_step"], meta["episode"], meta["history"]
+        states, arrays, meta = checkpointer.restore(latest, states, empty)
+        buffers = _buffer_from_host(arrays, meta, empty)
+        env_step, segment, history = meta["env_step"], meta["segment"], meta["history"]
+    del empty
+    states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), sharding)
     writer = MetricsWriter(workdir, resume_step=env_step)
     plot_path = os.path.join(workdir, "learning_curve.png")
 
     def run_evaluation() -> None:
-        seeds = [_seed_int(config.seed, 1, len(history), i) for i in range(config.eval_episodes)]
-        returns = evaluate(state, eval_envs, seeds, jax.random.fold_in(eval_key, env_step))
-        row = {"step": env_step, "return_mean": float(returns.mean()), "return_std": float(returns.std())}
-        history.append(row)
-        writer.write(env_step, "eval", {k: v for k, v in row.items() if k != "step"})
-        plot_learning_curve(history, plot_path, f"QSM on {config.env}, seed {config.seed}")
+        index = len({h["step"] for h in history})
+        eval_seeds = np.array([[_seed_int(s, 1, index, i) for i in range(config.eval_episodes)] for s in seeds])
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loop_keys, env_step)
+        returns = evaluate(states, eval_envs, eval_seeds, keys)
+        for k, s in enumerate(seeds):
+            row = {
+                "step": env_step,
+                "seed": s,
+                "return_mean": float(returns[k].mean()),
+                "return_std": float(returns[k].std()),
+            }
+            history.append(row)
+            writer.write(env_step, "eval", {k2: v for k2, v in row.items() if k2 != "step"})
+        plot_learning_curve(history, plot_path, f"QSM on {config.env}")
 
-    def start_episode() -> np.ndarray:
-        return env.reset(seed=_seed_int(config.seed, 0, episode))[0]
+    def start_segment():
+        reset_seeds = [_seed_int(s, 0, segment, i) for s in seeds for i in range(num_envs)]
+        obs = pool.reset(reset_seeds).reshape(num_seeds, num_envs, obs_dim)
+        actions = fused.act_seeds(
+            states, obs, loop_keys, np.int32(env_step), learn=env_step >= config.start_steps, explore=True
+        )
+        return obs, actions
 
-    obs = start_episode()
-    episode_return, episode_length, metrics = 0.0, 0, None
+    obs, actions = start_segment()
     bar = tqdm.tqdm(total=config.max_steps, initial=env_step, unit="step", disable=not progress, dynamic_ncols=True)
+
+    def show_last_eval():
+        last = [h["return_mean"] for h in history if h["step"] == history[-1]["step"]]
+        bar.set_postfix(eval_return=f"{np.mean(last):.1f}")
+
     if history:
-        bar.set_postfix(eval_return=f"{history[-1]['return_mean']:.1f}")
+        show_last_eval()
     last_log_time, last_log_step = time.time(), env_step
     while env_step < config.max_steps:
-        if env_step < config.start_steps:
-            action = np.random.default_rng((config.seed, env_step)).uniform(-1, 1, action_dim).astype(np.float32)
-        else:
-            action = np.asarray(learner.sample_actions(state, obs, jax.random.fold_in(act_key, env_step), explore=True))
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated)
-        env_step += 1
-        episode_return += float(reward)
-        episode_length += 1
-        obs = next_obs
-        if terminated or truncated:
-            writer.write(env_step, "episode", {"return": episode_return, "length": episode_length})
-            episode += 1
-            obs, episode_return, episode_length = start_episode(), 0.0, 0
-
-        if env_step >= config.start_steps:
-            batch = buffer.sample(np.random.default_rng((config.seed, env_step, 1)), config.batch_size)
-            state, metrics = learner.train_step(state, batch)
-
-        if env_step % config.log_interval == 0 and metrics is not None:
+        flat_actions = np.asarray(actions).reshape(num_seeds * num_envs, action_dim)
+        transitions, next_obs, finished = pool.step(obs.reshape(num_seeds * num_envs, obs_dim), flat_actions)
+        env_step += num_envs
+        learn = env_step >= config.start_steps
+        obs = next_obs.reshape(num_seeds, num_envs, obs_dim)
+        states, buffers, actions, metrics = fused.act_and_learn_seeds(
+            states,
+            buffers,
+            jax.tree.map(lambda x: x.reshape(num_seeds, num_envs, *x.shape[1:]), transitions),
+            obs,
+            loop_keys,
+            np.int32(env_step),
+            utd=config.utd,
+            batch_size=config.batch_size,
+            learn=learn,
+        )
+        for i, episode_return, length in finished:
+            writer.write(
+                env_step, "episode", {"seed": seeds[i // num_envs], "return": episode_return, "length": length}
+            )
+        if env_step % config.log_interval == 0 and metrics:
             now = time.time()
             sps = (env_step - last_log_step) / max(now - last_log_time, 1e-9)
             last_log_time, last_log_step = now, env_step
-            writer.write(env_step, "train", {**jax.device_get(metrics), "env_steps_per_s": sps})
+            host = jax.device_get(metrics)
+            for k, s in enumerate(seeds):
+                writer.write(
+                    env_step, "train", {"seed": s, **{n: v[k] for n, v in host.items()}, "env_steps_per_s": sps}
+                )
         if env_step % config.eval_interval == 0 or env_step == config.max_steps:
             run_evaluation()
-            bar.set_postfix(eval_return=f"{history[-1]['return_mean']:.1f}")
+            show_last_eval()
         if env_step % config.checkpoint_interval == 0 or env_step == config.max_steps:
-            if episode_length > 0:  # end the episode in progress as a truncation (see docstring)
-                episode += 1
-                obs, episode_return, episode_length = start_episode(), 0.0, 0
-            meta = {"env_step": env_step, "episode": episode, "history": history, "config": config.to_dict()}
-            checkpointer.save(env_step, state, buffer, meta)
-        bar.update(1)
+            segment += 1
+            meta = {"env_step": env_step, "segment": segment, "history": history, "config": config.to_dict()}
+            checkpointer.save(env_step, states, buffers, meta)
+            obs, actions = start_segment()
+        bar.update(num_envs)
     bar.close()
     if not history or history[-1]["step"] != env_step:
         run_evaluation()
     writer.close()
     checkpointer.close()
-    for e in [env, *eval_envs]:
+    pool.close()
+    for e in eval_envs:
         e.close()
-    return {**history[-1], "history": history}
+    final = [h for h in history if h["step"] == env_step]
+    return {
+        "step": env_step,
+        "return_mean": float(np.mean([h["return_mean"] for h in final])),
+        "return_std": float(np.mean([h["return_std"] for h in final])),
+        "per_seed": final,
+        "history": history,
+    }

@@ -36,7 +36,7 @@ def test_shapes_with_and_without_jit(tiny_config, key, use_jit):
         chex.assert_shape(value, ())
     q = state.critic.apply_fn({"params": state.critic.params}, jnp.zeros((BATCH, OBS_DIM)), jnp.zeros((BATCH, ACT_DIM)))
     chex.assert_shape(q, (2, BATCH))
-    sample = learner._sample_batch if use_jit else learner._sample_batch.__wrapped__
+    sample = learner._sample_jit if use_jit else learner.policy_sample
     chex.assert_shape(sample(state, jnp.zeros((7, OBS_DIM)), key, False), (7, ACT_DIM))
     chex.assert_shape(qsm_jax.sample_actions(state, jnp.zeros(OBS_DIM), key), (ACT_DIM,))
 

@@ -1,0 +1,104 @@
+"""One compiled call per env step: store the new transitions, run the updates, pick the next actions.
+
+This is the training loop's device side (level: loss -> `train_step` -> `act_and_learn` -> loop).
+`train_step` stays the reusable single-update block; here it runs under `jax.lax.scan`, on batches
+sampled inside the compiled function from the device-resident replay buffer, and the whole thing is
+`vmap`-ped over independent agents (seeds).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from qsm_jax.learner import QSMState, policy_sample, train_step
+from qsm_jax.replay import ReplayBuffer, replay_add, replay_sample
+from qsm_jax.types import Batch
+
+
+def act_and_learn(
+    state: QSMState,
+    buffer: ReplayBuffer,
+    transitions: Batch,
+    observations: jax.Array,
+    key: jax.Array,
+    *,
+    utd: int,
+    batch_size: int,
+    learn: bool,
+) -> tuple[QSMState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
+    """One env step of one agent with N envs.
+
+    Args:
+      state: agent.
+      buffer: replay buffer.
+      transitions: the N transitions the envs just produced (fields with leading axis N).
+      observations: the N observations to act on next, (N, S).
+      key: PRNG key for this env step (batch sampling and acting).
+      utd: updates per env transition; ``utd * N`` updates run, each on a fresh batch.
+      batch_size: transitions per update.
+      learn: False during the random warm-up: store only, and act uniformly at random.
+
+    Returns:
+      (state, buffer, actions (N, A) in [-1, 1], metrics averaged over the updates).
+    """
+    buffer = replay_add(buffer, transitions)
+    update_key, act_key = jax.random.split(key)
+    num = observations.shape[0]
+    if not learn:
+        actions = jax.random.uniform(act_key, (num, state.action_dim), minval=-1.0, maxval=1.0)
+        return state, buffer, actions, {}
+
+    def update(state, batch_key):
+        return train_step(state, replay_sample(buffer, batch_key, batch_size))
+
+    state, metrics = jax.lax.scan(update, state, jax.random.split(update_key, utd * num))
+    actions = policy_sample(state, observations, act_key, explore=True)
+    return state, buffer, actions, jax.tree.map(jnp.mean, metrics)
+
+
+@functools.partial(jax.jit, static_argnames=("utd", "batch_size", "learn"), donate_argnames=("states", "buffers"))
+def act_and_learn_seeds(
+    states: QSMState,
+    buffers: ReplayBuffer,
+    transitions: Batch,
+    observations: jax.Array,
+    keys: jax.Array,
+    step: jax.Array,
+    *,
+    utd: int,
+    batch_size: int,
+    learn: bool,
+) -> tuple[QSMState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
+    """``act_and_learn`` for K agents stacked on a leading seed axis, in one compiled call.
+
+    The states and buffers are donated (updated in place). Per-step keys are
+    ``fold_in(keys[k], step)``, so the stream depends only on the seed and the env step.
+
+    Args:
+      states, buffers: stacked over K seeds.
+      transitions: (K, N, ...) fields.
+      observations: (K, N, S).
+      keys: raw base keys, (K, 2) uint32.
+      step: env-step counter, int scalar.
+    """
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+    fn = functools.partial(act_and_learn, utd=utd, batch_size=batch_size, learn=learn)
+    return jax.vmap(fn)(states, buffers, transitions, observations, step_keys)
+
+
+@functools.partial(jax.jit, static_argnames=("learn", "explore"))
+def act_seeds(
+    states: QSMState, observations: jax.Array, keys: jax.Array, step: jax.Array, *, learn: bool, explore: bool
+) -> jax.Array:
+    """Actions of K stacked agents for (K, N, S) observations: the policy, or uniform if not ``learn``."""
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+
+    def one(state, obs, key):
+        if not learn:
+            return jax.random.uniform(key, (obs.shape[0], state.action_dim), minval=-1.0, maxval=1.0)
+        return policy_sample(state, obs, key, explore=explore)
+
+    return jax.vmap(one)(states, observations, step_keys)

@@ -1,0 +1,199 @@
+"""The fused training path: same numbers as plain `train_step` calls, seeds, vector envs, sharding."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import qsm_jax
+from qsm_jax import fused
+from qsm_jax.envs import EnvPool
+from qsm_jax.replay import replay_add, replay_init, replay_sample
+from qsm_jax.train import RunConfig, restore_run, train_and_evaluate
+
+from .test_train import TINY_AGENT, _EpisodeEnv  # noqa: F401  (registers QSMTestEpisodes-v0)
+
+OBS, ACT = 4, 2
+
+
+def _transitions(seed, n):
+    rng = np.random.default_rng(seed)
+    return qsm_jax.Batch(
+        observations=rng.normal(size=(n, OBS)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=rng.normal(size=(n, OBS)).astype(np.float32),
+        terminals=(rng.uniform(size=n) < 0.2).astype(np.float32),
+    )
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_replay_ring_buffer():
+    buffer = replay_init(5, OBS, ACT)
+    data = _transitions(0, 7)
+    buffer = replay_add(buffer, jax.tree.map(lambda x: x[:3], data))
+    assert int(buffer.size) == 3 and int(buffer.pointer) == 3
+    buffer = replay_add(buffer, jax.tree.map(lambda x: x[3:], data))
+    assert int(buffer.size) == 5 and int(buffer.pointer) == 2
+    # Slots 0, 1 were overwritten by transitions 5, 6; slots 2..4 hold 2..4.
+    np.testing.assert_array_equal(buffer.data.rewards, data.rewards[[5, 6, 2, 3, 4]])
+    batch = replay_sample(buffer, jax.random.key(0), 1000)
+    assert set(np.asarray(batch.rewards).tolist()) == set(data.rewards[2:].tolist())
+
+
+def test_fused_step_equals_repeated_train_step():
+    key = jax.random.key(0)
+    state = qsm_jax.create_train_state(key, OBS, ACT, TINY_AGENT)
+    buffer = replay_add(replay_init(64, OBS, ACT), _transitions(1, 40))
+    new = _transitions(2, 2)
+    next_obs = jnp.asarray(_transitions(3, 2).observations)
+    step_key = jax.random.key_data(jax.random.key(5))
+    utd, batch_size = 3, 16
+
+    fused_state, fused_buffer, actions, metrics = jax.jit(
+        lambda s, b: fused.act_and_learn(s, b, new, next_obs, step_key, utd=utd, batch_size=batch_size, learn=True)
+    )(state, buffer)
+
+    # The same by hand: store, then utd * N plain train_step calls on batches drawn with the same keys.
+    ref_buffer = replay_add(buffer, new)
+    update_key, act_key = jax.random.split(step_key)
+    ref_state, ref_metrics = state, []
+    for batch_key in jax.random.split(update_key, utd * 2):
+        ref_state, m = qsm_jax.train_step(ref_state, replay_sample(ref_buffer, batch_key, batch_size))
+        ref_metrics.append(m)
+    assert int(fused_state.step) == int(ref_state.step) == utd * 2
+    _assert_trees_close(fused_state, ref_state)
+    _assert_trees_close(fused_buffer, ref_buffer)
+    _assert_trees_close(actions, qsm_jax.learner.policy_sample(ref_state, next_obs, act_key, explore=True))
+    np.testing.assert_allclose(metrics["critic_loss"], np.mean([m["critic_loss"] for m in ref_metrics]), rtol=1e-5)
+
+    # Warm-up: store only, uniform actions, no update.
+    warm_state, warm_buffer, warm_actions, warm_metrics = fused.act_and_learn(
+        state, buffer, new, next_obs, step_key, utd=utd, batch_size=batch_size, learn=False
+    )
+    assert warm_metrics == {} and int(warm_state.step) == 0 and int(warm_buffer.size) == 42
+    assert warm_actions.shape == (2, ACT) and float(jnp.abs(warm_actions).max()) <= 1
+
+
+def _tiny_run(**overrides):
+    base = dict(
+        env="Pendulum-v1",
+        seed=3,
+        max_steps=300,
+        start_steps=100,
+        batch_size=32,
+        buffer_size=1000,
+        eval_interval=150,
+        eval_episodes=2,
+        checkpoint_interval=300,
+        log_interval=50,
+        agent=TINY_AGENT,
+    )
+    return RunConfig(**{**base, **overrides})
+
+
+def test_vmapped_seeds_equal_separately_trained_seeds(tmp_path):
+    together = train_and_evaluate(_tiny_run(num_seeds=2, utd=2), str(tmp_path / "k2"), progress=False)
+    apart = [train_and_evaluate(_tiny_run(seed=s, utd=2), str(tmp_path / f"s{s}"), progress=False) for s in (3, 4)]
+    states_k, buffers_k, _ = restore_run(str(tmp_path / "k2"))
+    for k, s in enumerate((3, 4)):
+        states_s, buffers_s, _ = restore_run(str(tmp_path / f"s{s}"))
+        _assert_trees_close(jax.tree.map(lambda x, k=k: x[k], buffers_k), jax.tree.map(lambda x: x[0], buffers_s))
+        _assert_trees_close(
+            jax.tree.map(lambda x, k=k: x[k], states_k), jax.tree.map(lambda x: x[0], states_s), rtol=1e-4, atol=1e-5
+        )
+        rows_k = [h for h in together["history"] if h["seed"] == s]
+        rows_s = apart[k]["history"]
+        assert [h["step"] for h in rows_k] == [h["step"] for h in rows_s] == [150, 300]
+        np.testing.assert_allclose([h["return_mean"] for h in rows_k], [h["return_mean"] for h in rows_s], rtol=1e-3)
+
+
+def test_vector_envs_store_exactly_the_single_env_transitions():
+    steps, num = 23, 3
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(steps, num, 1)).astype(np.float32)
+    seeds = [11, 12, 13]
+
+    def collect(pool, env_ids):
+        obs = pool.reset([seeds[i] for i in env_ids])
+        rows = []
+        for t in range(steps):
+            transitions, obs, _ = pool.step(obs, actions[t, env_ids])
+            rows.append(transitions)
+        return jax.tree.map(lambda *xs: np.stack(xs, axis=1), *rows)  # (envs, steps, ...)
+
+    vector = collect(EnvPool("QSMTestEpisodes-v0", num), [0, 1, 2])
+    for i in range(num):
+        single = collect(EnvPool("QSMTestEpisodes-v0", 1), [i])
+        for name in qsm_jax.Batch._fields:
+            np.testing.assert_array_equal(getattr(vector, name)[i], getattr(single, name)[0], err_msg=name)
+    # No reset transition is stored: every stored step advances t by one, episodes end at t = 3 or 5.
+    t, t_next = vector.observations[..., 0], vector.next_observations[..., 0]
+    np.testing.assert_array_equal(t_next, t + 1)
+    ended = (t_next == 5) | (vector.terminals == 1)
+    assert ended.sum() >= 3 and np.all(t[:, 1:][ended[:, :-1]] == 0)
+
+
+def test_vector_envs_and_utd_in_the_training_program(tmp_path):
+    result = train_and_evaluate(
+        _tiny_run(num_envs=2, utd=2, max_steps=200, log_interval=50), str(tmp_path), progress=False
+    )
+    states, buffers, meta = restore_run(str(tmp_path))
+    # 200 env steps over 2 envs = 100 vector steps; updates once env_step >= 100 (after the vector
+    # steps ending at 100, 102, ..., 200): 51 vector steps x 2 transitions x utd 2.
+    assert meta["env_step"] == 200 and int(buffers.size[0]) == 200
+    assert int(states.step[0]) == 51 * 2 * 2
+    assert result["step"] == 200
+    with pytest.raises(ValueError, match=r"eval_interval \(150\) must be a multiple of num_envs \(4\)"):
+        _tiny_run(num_envs=4, max_steps=400, start_steps=100, log_interval=100, checkpoint_interval=400)
+
+
+SHARDED = r"""
+import json, sys
+import jax, numpy as np
+from qsm_jax import fused
+from qsm_jax.train import RunConfig, init_agents, seed_sharding, train_and_evaluate
+from qsm_jax.replay import replay_init
+import qsm_jax
+from tests.test_fused import _tiny_run
+config = _tiny_run(num_seeds=4)
+sharding = seed_sharding(4)
+states, keys = init_agents(config, 3, 1)
+buffers = jax.vmap(lambda _: replay_init(100, 3, 1))(np.arange(4))
+states, buffers, keys = jax.device_put((states, buffers, keys), sharding)
+tr = jax.tree.map(lambda x: np.zeros((4, 1, *x.shape[1:]), np.float32), qsm_jax.Batch(
+    np.zeros((1, 3)), np.zeros((1, 1)), np.zeros(1), np.zeros((1, 3)), np.zeros(1)))
+states, buffers, actions, _ = fused.act_and_learn_seeds(states, buffers, tr, np.zeros((4, 1, 3), np.float32), keys,
+    np.int32(1), utd=1, batch_size=8, learn=True)
+result = train_and_evaluate(config, sys.argv[1], progress=False)
+print(json.dumps({"devices": jax.device_count(), "state_devices": len(states.step.sharding.device_set),
+                  "buffer_devices": len(buffers.size.sharding.device_set), "history": result["history"]}))
+"""
+
+
+def test_seed_axis_sharded_over_four_cpu_devices(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED, str(tmp_path / "sharded")], capture_output=True, text=True, env=env, cwd=root
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 4 and report["state_devices"] == 4 and report["buffer_devices"] == 4
+    # Same numbers as the same four seeds on one device.
+    single = train_and_evaluate(_tiny_run(num_seeds=4), str(tmp_path / "single"), progress=False)
+    assert [(h["step"], h["seed"]) for h in report["history"]] == [(h["step"], h["seed"]) for h in single["history"]]
+    np.testing.assert_allclose(
+        [h["return_mean"] for h in report["history"]], [h["return_mean"] for h in single["history"]], rtol=1e-3
+    )
