@@ -95,7 +95,8 @@ def ddpm_sample(
       x <- clip(x, -1, 1)                        (if ``clip``)
 
     Args:
-      eps_fn: denoiser ``eps_fn(observations (B, S), x (B, A), levels (B, 1) float) -> (B, A)``.
+      eps_fn: denoiser ``eps_fn(observations (B, S), x (B, A), level (1, 1) float) -> (B, A)``; the
+        level is shared by the whole batch.
       observations: (B, S).
       key: PRNG key.
       schedule: noise schedule with T levels.
@@ -114,8 +115,7 @@ def ddpm_sample(
 
     def step(x, inputs):
         k, z = inputs
-        levels = jnp.full((batch, 1), k, jnp.float32)
-        eps = eps_fn(observations, x, levels)
+        eps = eps_fn(observations, x, jnp.full((1, 1), k, jnp.float32))
         beta, alpha, alpha_bar = schedule.betas[k], schedule.alphas[k], schedule.alpha_bars[k]
         x = (x - beta / jnp.sqrt(1.0 - alpha_bar) * eps) / jnp.sqrt(alpha)
         x = x + (k > 0) * jnp.sqrt(beta) * temperature * z
