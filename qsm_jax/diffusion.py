@@ -124,5 +124,6 @@ def ddpm_sample(
         return x, None
 
     levels = jnp.arange(num_steps - 1, -1, -1)
-    x, _ = jax.lax.scan(step, x, (levels, noise))
+    # Unrolled (T is small and static): XLA fuses across steps and drops the loop overhead.
+    x, _ = jax.lax.scan(step, x, (levels, noise), unroll=True)
     return x

@@ -1,0 +1,476 @@
+"""Speed benchmark of qsm_jax against a reference-style implementation, measured side by side.
+
+    python experiments/bench_speed.py            # writes results/speed.md (and speed.json)
+
+(a) updates/s of one update at 512x512 (reference config) and 256x256, with compile times;
+(b) achieved GFLOP/s (FLOPs from XLA's cost analysis) against this machine's float32 matmul peak
+    (2048^3, jitted), measured in the same run;
+(c) env steps/s of the full training loop on Walker2d-v4 against a naive loop written like the
+    reference (two dispatches per env step, batches sampled on the host and copied);
+(d) total and per-seed env steps/s for num_seeds 1, 2, 4, 8.
+
+The "reference-style" learner re-creates the reference code's update as ALGORITHM.md and issue #5
+describe it: two separate critic networks, each with its own Adam, the textbook Mish, the time
+embedding computed for every sample, the same algorithm and sizes. Rounds alternate between the
+contenders and the median is reported, since this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax.training.train_state import TrainState  # noqa: E402
+
+import qsm_jax  # noqa: E402
+from qsm_jax import diffusion, fused  # noqa: E402
+from qsm_jax.envs import EnvPool, env_dims, make_env  # noqa: E402
+from qsm_jax.networks import MLP, FourierFeatures  # noqa: E402
+from qsm_jax.replay import replay_add, replay_init  # noqa: E402
+from qsm_jax.train import RunConfig, init_agents, seed_sharding  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "results/speed.md", "Markdown report (a .json with the raw numbers goes beside it).")
+flags.DEFINE_integer("rounds", 3, "Alternating measurement rounds; the median is reported.")
+flags.DEFINE_integer("updates", 40, "Updates per timing of (a).")
+flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).")
+flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
+flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
+
+BATCH = 256
+
+
+# --------------------------------------------------------------------------- reference-style learner
+class RefScoreNet(nn.Module):
+    action_dim: int
+    hidden: tuple
+
+    @nn.compact
+    def __call__(self, s, a, t):
+        t = FourierFeatures(64)(t)
+        t = MLP((128, 128), activation=jax.nn.mish)(t)
+        return MLP((*self.hidden, self.action_dim), activation=jax.nn.mish)(jnp.concatenate([a, s, t], -1))
+
+
+class RefCritic(nn.Module):
+    hidden: tuple
+
+    @nn.compact
+    def __call__(self, s, a):
+        return MLP((*self.hidden, 1))(jnp.concatenate([s, a], -1))[:, 0]
+
+
+def ref_create(key, obs_dim, action_dim, hidden):
+    ka, k1, k2, key = jax.random.split(key, 4)
+    s, a, t = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim)), jnp.zeros((1, 1))
+    actor_net, critic_net = RefScoreNet(action_dim, hidden), RefCritic(hidden)
+    actor = TrainState.create(
+        apply_fn=actor_net.apply,
+        params=actor_net.init(ka, s, a, t)["params"],
+        tx=optax.adam(optax.cosine_decay_schedule(3e-4, 2_000_000)),
+    )
+    critics = [
+        TrainState.create(apply_fn=critic_net.apply, params=critic_net.init(k, s, a)["params"], tx=optax.adam(3e-4))
+        for k in (k1, k2)
+    ]
+    return {"actor": actor, "critics": critics, "targets": [c.params for c in critics], "key": key}
+
+
+def _ref_chain(actor, params, obs, key, action_dim, sched):
+    x_key, key = jax.random.split(key)
+    x = jax.random.normal(x_key, (obs.shape[0], action_dim))
+
+    def step(carry, k):
+        x, key = carry
+        eps = actor.apply_fn({"params": params}, obs, x, jnp.full((obs.shape[0], 1), k, jnp.float32))
+        x = (x - sched.betas[k] / jnp.sqrt(1 - sched.alpha_bars[k]) * eps) / jnp.sqrt(sched.alphas[k])
+        key, z_key = jax.random.split(key)
+        x = x + (k > 0) * jnp.sqrt(sched.betas[k]) * jax.random.normal(z_key, x.shape)
+        return (jnp.clip(x, -1, 1), key), None
+
+    (x, _), _ = jax.lax.scan(step, (x, key), jnp.arange(len(sched.betas) - 1, -1, -1))
+    return x
+
+
+@jax.jit
+def ref_update(agent, batch):
+    sched = diffusion.make_schedule("vp", 5)
+    action_dim = batch.actions.shape[1]
+    key, k_chain, k_noise, k_t, k_eps = jax.random.split(agent["key"], 5)
+    actor, critics = agent["actor"], agent["critics"]
+    next_a = _ref_chain(actor, actor.params, batch.next_observations, k_chain, action_dim, sched)
+    next_a = jnp.clip(next_a + 0.1 * jax.random.normal(k_noise, next_a.shape), -1, 1)
+    next_q = jnp.minimum(
+        *[
+            c.apply_fn({"params": p}, batch.next_observations, next_a)
+            for c, p in zip(critics, agent["targets"], strict=True)
+        ]
+    )
+    y = batch.rewards + 0.99 * (1 - batch.terminals) * next_q
+    new_critics, new_targets = [], []
+    for c, p_target in zip(critics, agent["targets"], strict=True):
+        grads = jax.grad(
+            lambda p, c=c: ((c.apply_fn({"params": p}, batch.observations, batch.actions) - y) ** 2).mean()
+        )(c.params)
+        c = c.apply_gradients(grads=grads)
+        new_critics.append(c)
+        new_targets.append(optax.incremental_update(c.params, p_target, 0.005))
+    t = jax.random.randint(k_t, (batch.actions.shape[0],), 0, 5)
+    eps = jax.random.normal(k_eps, batch.actions.shape)
+    ab = sched.alpha_bars[t][:, None]
+    a_k = jnp.sqrt(ab) * batch.actions + jnp.sqrt(1 - ab) * eps
+
+    def q_mean(a):
+        return sum(c.apply_fn({"params": c.params}, batch.observations, a) for c in new_critics).sum() / 2
+
+    target = -50.0 * jax.lax.stop_gradient(jax.grad(q_mean)(a_k))
+    actor_grads = jax.grad(
+        lambda p: (
+            (actor.apply_fn({"params": p}, batch.observations, a_k, t[:, None].astype(jnp.float32)) - target) ** 2
+        ).mean()
+    )(actor.params)
+    agent = {
+        "actor": actor.apply_gradients(grads=actor_grads),
+        "critics": new_critics,
+        "targets": new_targets,
+        "key": key,
+    }
+    return agent, {}
+
+
+@jax.jit
+def ref_act(agent, obs, key):
+    sched = diffusion.make_schedule("vp", 5)
+    a = _ref_chain(
+        agent["actor"],
+        agent["actor"].params,
+        obs,
+        key,
+        agent["critics"][0].params["MLP_0"]["Dense_0"]["kernel"].shape[0] - obs.shape[1],
+        sched,
+    )
+    return jnp.clip(a + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), a.shape), -1, 1)
+
+
+# --------------------------------------------------------------------------- helpers
+def _batch(obs_dim, action_dim, seed=0):
+    rng = np.random.default_rng(seed)
+    return qsm_jax.Batch(
+        rng.normal(size=(BATCH, obs_dim)).astype(np.float32),
+        rng.uniform(-1, 1, (BATCH, action_dim)).astype(np.float32),
+        rng.normal(size=BATCH).astype(np.float32),
+        rng.normal(size=(BATCH, obs_dim)).astype(np.float32),
+        np.zeros(BATCH, np.float32),
+    )
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def _median_rate(fns: dict, rounds: int) -> dict:
+    """Alternates the timed callables round by round; returns the median rate of each."""
+    rates = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            rates[name].append(fn())
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def matmul_peak(rounds: int) -> float:
+    x = jnp.ones((2048, 2048), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+
+    def once():
+        t = time.perf_counter()
+        for _ in range(5):
+            y = f(x)
+        y.block_until_ready()
+        return 2 * 2048**3 * 5 / (time.perf_counter() - t) / 1e9
+
+    return _median_rate({"peak": once}, rounds)["peak"]
+
+
+def bench_updates(hidden, obs_dim, action_dim, rounds, n):
+    """(a) and (b): updates/s, compile seconds and XLA FLOPs of both learners."""
+    config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden)
+    batch = jax.device_put(_batch(obs_dim, action_dim))
+    ours = {"state": qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
+    ref = {"state": ref_create(jax.random.key(0), obs_dim, action_dim, hidden)}
+    out = {}
+    for name, holder, step in (("qsm_jax", ours, qsm_jax.train_step), ("reference-style", ref, ref_update)):
+        t = time.perf_counter()
+        compiled = step.lower(holder["state"], batch).compile()
+        out[name] = {"compile_s": time.perf_counter() - t, "gflop": _flops(compiled) / 1e9}
+        holder["state"], _ = step(holder["state"], batch)
+        jax.block_until_ready(holder["state"])
+
+    def timer(holder, step):
+        def once():
+            state = holder["state"]
+            t = time.perf_counter()
+            for _ in range(n):
+                state, _ = step(state, batch)
+            jax.block_until_ready(state)
+            holder["state"] = state
+            return n / (time.perf_counter() - t)
+
+        return once
+
+    rates = _median_rate(
+        {"qsm_jax": timer(ours, qsm_jax.train_step), "reference-style": timer(ref, ref_update)}, rounds
+    )
+    for name in out:
+        out[name]["updates_per_s"] = rates[name]
+        out[name]["gflops_per_s"] = rates[name] * out[name]["gflop"]
+    return out
+
+
+def bench_loops(env_id, hidden, rounds, steps):
+    """(c): env steps/s of the fused loop and of naive loops like the reference's."""
+    config = RunConfig(env=env_id, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden))
+    env = make_env(env_id)
+    obs_dim, action_dim = env_dims(env)
+    prefill = 2000
+    rng = np.random.default_rng(0)
+    data = {
+        "observations": rng.normal(size=(prefill, obs_dim)),
+        "actions": rng.uniform(-1, 1, (prefill, action_dim)),
+        "rewards": rng.normal(size=prefill),
+        "next_observations": rng.normal(size=(prefill, obs_dim)),
+        "terminals": np.zeros(prefill),
+    }
+    data = {k: v.astype(np.float32) for k, v in data.items()}
+
+    # Fused: one compiled call per env step, device-resident buffer.
+    states, keys = init_agents(config, obs_dim, action_dim)
+    buffers = jax.vmap(lambda _: replay_init(100_000, obs_dim, action_dim))(jnp.arange(1))
+    buffers = jax.vmap(replay_add)(buffers, jax.tree.map(lambda x: x[None], qsm_jax.Batch(**data)))
+    pool = EnvPool(env_id, 1)
+    fused_holder = {"states": states, "buffers": buffers, "obs": pool.reset([0])[None], "step": 0}
+    fused_holder["actions"] = fused.act_seeds(states, fused_holder["obs"], keys, np.int32(0), learn=True, explore=True)
+
+    def fused_loop(n):
+        h = fused_holder
+        t = time.perf_counter()
+        for _ in range(n):
+            transitions, next_obs, _ = pool.step(h["obs"][0], np.asarray(h["actions"])[0])
+            h["step"] += 1
+            h["obs"] = next_obs[None]
+            h["states"], h["buffers"], h["actions"], _ = fused.act_and_learn_seeds(
+                h["states"],
+                h["buffers"],
+                jax.tree.map(lambda x: x[None], transitions),
+                h["obs"],
+                keys,
+                np.int32(h["step"]),
+                utd=1,
+                batch_size=BATCH,
+                learn=True,
+            )
+        jax.block_until_ready(h["actions"])
+        return n / (time.perf_counter() - t)
+
+    # Naive: act (dispatch 1), env step, host buffer insert, host batch sample and copy, update (dispatch 2).
+    def make_naive(update, act, agent):
+        host = {
+            k: np.concatenate([v, np.zeros((100_000 - prefill, *v.shape[1:]), np.float32)]) for k, v in data.items()
+        }
+        h = {"agent": agent, "size": prefill, "obs": env.reset(seed=0)[0].astype(np.float32), "key": jax.random.key(1)}
+
+        def loop(n):
+            t = time.perf_counter()
+            for _ in range(n):
+                h["key"], k = jax.random.split(h["key"])
+                action = np.asarray(act(h["agent"], h["obs"][None], k))[0]
+                next_obs, r, term, trunc, _ = env.step(action)
+                i = h["size"] % 100_000
+                for name, value in zip(host, (h["obs"], action, r, next_obs, float(term)), strict=True):
+                    host[name][i] = value
+                h["size"] += 1
+                h["obs"] = env.reset()[0].astype(np.float32) if term or trunc else next_obs.astype(np.float32)
+                idx = rng.integers(0, min(h["size"], 100_000), BATCH)
+                batch = qsm_jax.Batch(**{name: jnp.asarray(v[idx]) for name, v in host.items()})
+                h["agent"], _ = update(h["agent"], batch)
+            jax.block_until_ready(h["agent"])
+            return n / (time.perf_counter() - t)
+
+        return loop
+
+    cfg_state = qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config.agent)
+    naive_ours = make_naive(
+        qsm_jax.train_step, lambda s, o, k: qsm_jax.sample_actions(s, o, k, explore=True), cfg_state
+    )
+    naive_ref = make_naive(ref_update, ref_act, ref_create(jax.random.key(0), obs_dim, action_dim, hidden))
+    loops = {
+        "fused (qsm_jax)": fused_loop,
+        "naive loop + qsm_jax train_step": naive_ours,
+        "naive loop + reference-style update": naive_ref,
+    }
+    for fn in loops.values():
+        fn(3)  # compile
+    return _median_rate({name: (lambda fn=fn: fn(steps)) for name, fn in loops.items()}, rounds)
+
+
+def bench_seeds(env_id, hidden, rounds, steps, seed_counts=(1, 2, 4, 8)):
+    """(d): env steps/s in all and per seed, for K agents trained in one process."""
+    out = {}
+    for k in seed_counts:
+        config = RunConfig(
+            env=env_id, num_seeds=k, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden)
+        )
+        pool = EnvPool(env_id, k)
+        obs_dim, action_dim = env_dims(pool.envs.envs[0])
+        states, keys = init_agents(config, obs_dim, action_dim)
+        buffers = jax.vmap(lambda _: replay_init(50_000, obs_dim, action_dim))(jnp.arange(k))
+        sharding = seed_sharding(k)
+        h = {
+            "states": jax.device_put(states, sharding),
+            "buffers": jax.device_put(buffers, sharding),
+            "obs": pool.reset(list(range(k))).reshape(k, 1, obs_dim),
+            "step": 0,
+        }
+        h["actions"] = fused.act_seeds(h["states"], h["obs"], keys, np.int32(0), learn=True, explore=True)
+
+        def run(n, h=h, pool=pool, k=k, keys=keys, obs_dim=obs_dim, action_dim=action_dim):
+            t = time.perf_counter()
+            for _ in range(n):
+                tr, next_obs, _ = pool.step(
+                    h["obs"].reshape(k, obs_dim), np.asarray(h["actions"]).reshape(k, action_dim)
+                )
+                h["step"] += 1
+                h["obs"] = next_obs.reshape(k, 1, obs_dim)
+                h["states"], h["buffers"], h["actions"], _ = fused.act_and_learn_seeds(
+                    h["states"],
+                    h["buffers"],
+                    jax.tree.map(lambda x: x.reshape(k, 1, *x.shape[1:]), tr),
+                    h["obs"],
+                    keys,
+                    np.int32(h["step"]),
+                    utd=1,
+                    batch_size=BATCH,
+                    learn=True,
+                )
+            jax.block_until_ready(h["actions"])
+            return n * k / (time.perf_counter() - t)
+
+        run(2)
+        total = _median_rate({"t": lambda run=run: run(steps)}, rounds)["t"]
+        out[k] = {"total_env_steps_per_s": total, "per_seed_env_steps_per_s": total / k}
+        pool.close()
+    return out
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    devices = ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}; JAX {jax.__version__} on {devices} ({jax.device_count()} device(s))"  # noqa: E501
+
+
+def main(argv):
+    del argv
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "qsm_jax", "experiments"], capture_output=True, text=True
+        ).stdout.strip()
+    )
+    env = make_env(FLAGS.env)
+    obs_dim, action_dim = env_dims(env)
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "commit": commit + ("+dirty" if dirty else ""),
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    print("matmul peak ...", flush=True)
+    report["matmul_peak_gflops"] = matmul_peak(FLAGS.rounds)
+    report["updates"] = {}
+    for hidden in ((512, 512), (256, 256)):
+        print(f"updates {hidden} ...", flush=True)
+        report["updates"][f"{hidden[0]}x{hidden[1]}"] = bench_updates(
+            hidden, obs_dim, action_dim, FLAGS.rounds, FLAGS.updates
+        )
+    print("loops ...", flush=True)
+    report["loops"] = bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps)
+    print("seeds ...", flush=True)
+    report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps)
+    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
+    with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    with open(FLAGS.out, "w") as f:
+        f.write(render(report))
+    print(render(report))
+
+
+def render(r: dict) -> str:
+    peak = r["matmul_peak_gflops"]
+    lines = [
+        "# qsm_jax speed benchmark",
+        "",
+        f"- command: `{r['command']}`",
+        f"- commit: `{r['commit']}`",
+        f"- machine: {r['machine']}",
+        f"- date: {r['date']}",
+        f"- float32 matmul peak (2048^3, jitted), same run: **{peak:.1f} GFLOP/s**",
+        "",
+        "## (a, b) One update, batch 256, Walker2d-v4 sizes",
+        "",
+        "| networks | learner | updates/s | ms/update | compile s | XLA GFLOP/update | GFLOP/s | % of matmul peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size, rows in r["updates"].items():
+        for name, v in rows.items():
+            lines.append(
+                f"| {size} | {name} | {v['updates_per_s']:.1f} | {1e3 / v['updates_per_s']:.1f} | {v['compile_s']:.1f} | "  # noqa: E501
+                f"{v['gflop']:.2f} | {v['gflops_per_s']:.1f} | {100 * v['gflops_per_s'] / peak:.0f}% |"
+            )
+        ratio = rows["qsm_jax"]["updates_per_s"] / rows["reference-style"]["updates_per_s"]
+        lines.append(f"| {size} | **ratio qsm_jax / reference-style** | **{ratio:.2f}x** | | | | | |")
+    lines += [
+        "",
+        "## (c) Full training loop, Walker2d-v4, 512x512, utd 1, env steps/s",
+        "",
+        "| loop | env steps/s | vs naive reference-style |",
+        "|---|---|---|",
+    ]
+    base = r["loops"]["naive loop + reference-style update"]
+    for name, v in r["loops"].items():
+        lines.append(f"| {name} | {v:.1f} | {v / base:.2f}x |")
+    lines += [
+        "",
+        "## (d) Many seeds in one process (fused loop, 512x512, 1 env per seed)",
+        "",
+        "| num_seeds | total env steps/s | per-seed env steps/s | total vs 1 seed |",
+        "|---|---|---|---|",
+    ]
+    one = r["seeds"]["1"]["total_env_steps_per_s"] if "1" in r["seeds"] else r["seeds"][1]["total_env_steps_per_s"]
+    for k, v in r["seeds"].items():
+        lines.append(
+            f"| {k} | {v['total_env_steps_per_s']:.1f} | {v['per_seed_env_steps_per_s']:.1f} | {v['total_env_steps_per_s'] / one:.2f}x |"  # noqa: E501
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    app.run(main)
