@@ -259,7 +259,7 @@ def bench_loops(env_id, hidden, rounds, steps):
 
     # Fused: one compiled call per env step, device-resident buffer.
     states, keys = init_agents(config, obs_dim, action_dim)
-    buffers = jax.vmap(lambda _: replay_init(100_000, obs_dim, action_dim))(jnp.arange(1))
+    buffers = replay_init(100_000, obs_dim, action_dim, num_seeds=1)
     buffers = jax.vmap(replay_add)(buffers, jax.tree.map(lambda x: x[None], qsm_jax.Batch(**data)))
     pool = EnvPool(env_id, 1)
     fused_holder = {"states": states, "buffers": buffers, "obs": pool.reset([0])[None], "step": 0}
@@ -337,7 +337,7 @@ def bench_seeds(env_id, hidden, rounds, steps, seed_counts=(1, 2, 4, 8)):
         pool = EnvPool(env_id, k)
         obs_dim, action_dim = env_dims(pool.envs.envs[0])
         states, keys = init_agents(config, obs_dim, action_dim)
-        buffers = jax.vmap(lambda _: replay_init(50_000, obs_dim, action_dim))(jnp.arange(k))
+        buffers = replay_init(50_000, obs_dim, action_dim, num_seeds=k)
         sharding = seed_sharding(k)
         h = {
             "states": jax.device_put(states, sharding),

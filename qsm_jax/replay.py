@@ -36,18 +36,19 @@ class ReplayBuffer(struct.PyTreeNode):
         return sum(x.nbytes for x in jax.tree.leaves(self.data))
 
 
-def replay_init(capacity: int, obs_dim: int, action_dim: int) -> ReplayBuffer:
-    """An empty buffer of ``capacity`` transitions."""
+def replay_init(capacity: int, obs_dim: int, action_dim: int, num_seeds: int | None = None) -> ReplayBuffer:
+    """An empty buffer of ``capacity`` transitions; with ``num_seeds``, K of them stacked on a leading axis."""
     if not isinstance(capacity, int) or capacity <= 0:
         raise ValueError(f"buffer_size must be a positive integer, got {capacity!r}")
+    lead = () if num_seeds is None else (num_seeds,)
     data = Batch(
-        observations=jnp.zeros((capacity, obs_dim), jnp.float32),
-        actions=jnp.zeros((capacity, action_dim), jnp.float32),
-        rewards=jnp.zeros((capacity,), jnp.float32),
-        next_observations=jnp.zeros((capacity, obs_dim), jnp.float32),
-        terminals=jnp.zeros((capacity,), jnp.float32),
+        observations=jnp.zeros((*lead, capacity, obs_dim), jnp.float32),
+        actions=jnp.zeros((*lead, capacity, action_dim), jnp.float32),
+        rewards=jnp.zeros((*lead, capacity), jnp.float32),
+        next_observations=jnp.zeros((*lead, capacity, obs_dim), jnp.float32),
+        terminals=jnp.zeros((*lead, capacity), jnp.float32),
     )
-    return ReplayBuffer(data=data, pointer=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+    return ReplayBuffer(data=data, pointer=jnp.zeros(lead, jnp.int32), size=jnp.zeros(lead, jnp.int32))
 
 
 def replay_add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:

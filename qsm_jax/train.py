@@ -217,7 +217,7 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[learner.QSMState
     if step is None:
         raise ValueError(f"no checkpoint in {workdir!r}")
     template, _ = init_agents(config, obs_dim, action_dim)
-    empty = jax.vmap(lambda _: replay_init(config.buffer_size, obs_dim, action_dim))(jnp.arange(config.num_seeds))
+    empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
     states, arrays, meta = checkpointer.restore(step, template, empty)
     checkpointer.close()
     return states, _buffer_from_host(arrays, meta, empty), meta
@@ -259,7 +259,7 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
 
     sharding = seed_sharding(num_seeds)
     states, loop_keys = init_agents(config, obs_dim, action_dim)
-    empty = jax.vmap(lambda _: replay_init(config.buffer_size, obs_dim, action_dim))(jnp.arange(num_seeds))
+    empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=num_seeds)
     buffers = empty
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     env_step, segment, history = 0, 0, []

@@ -170,7 +170,7 @@ from tests.test_fused import _tiny_run
 config = _tiny_run(num_seeds=4)
 sharding = seed_sharding(4)
 states, keys = init_agents(config, 3, 1)
-buffers = jax.vmap(lambda _: replay_init(100, 3, 1))(np.arange(4))
+buffers = replay_init(100, 3, 1, num_seeds=4)
 states, buffers, keys = jax.device_put((states, buffers, keys), sharding)
 tr = jax.tree.map(lambda x: np.zeros((4, 1, *x.shape[1:]), np.float32), qsm_jax.Batch(
     np.zeros((1, 3)), np.zeros((1, 1)), np.zeros(1), np.zeros((1, 3)), np.zeros(1)))
