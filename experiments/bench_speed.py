@@ -436,6 +436,10 @@ def render(r: dict) -> str:
         "",
         "## (a, b) One update, batch 256, Walker2d-v4 sizes",
         "",
+        "XLA GFLOP/update is XLA's cost analysis of the compiled update. It counts a rolled `lax.scan` body once,",
+        "so the reference-style figure (rolled 5-step chain) misses 4 chain steps; both learners do the same math,",
+        "and GFLOP/s uses the qsm_jax figure (chain unrolled, the true work) for both.",
+        "",
         "| networks | learner | updates/s | ms/update | compile s | XLA GFLOP/update | GFLOP/s | % of matmul peak |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -11,11 +11,15 @@ from absl import app, flags, logging
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 
+from qsm_jax.algorithms import ALGORITHMS, get_algorithm  # noqa: E402
 from qsm_jax.config import QSMConfig  # noqa: E402
 from qsm_jax.train import RunConfig, train_and_evaluate  # noqa: E402
 
+QSM_ONLY = ("alpha", "diffusion_steps", "beta_schedule", "temperature")
+
 _RUN, _AGENT = RunConfig(), QSMConfig()
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("algo", "qsm", sorted(ALGORITHMS), "Algorithm: qsm, or the baselines sac and td3.")
 flags.DEFINE_string("env", _RUN.env, "Gymnasium env id with a bounded Box action space.")
 flags.DEFINE_integer("seed", _RUN.seed, "Random seed.")
 flags.DEFINE_integer("max_steps", _RUN.max_steps, "Env steps in all.")
@@ -33,13 +37,17 @@ flags.DEFINE_float("alpha", _AGENT.alpha, "Score scale M_q: the denoiser is regr
 flags.DEFINE_integer("diffusion_steps", _AGENT.diffusion_steps, "Number of diffusion levels T.")
 flags.DEFINE_enum("beta_schedule", _AGENT.beta_schedule, ["vp", "linear", "cosine"], "Noise schedule.")
 flags.DEFINE_float("temperature", _AGENT.temperature, "Scale of the noise injected in the reverse chain.")
-flags.DEFINE_list("actor_hidden_dims", list(map(str, _AGENT.actor_hidden_dims)), "Denoiser hidden sizes.")
-flags.DEFINE_list("critic_hidden_dims", list(map(str, _AGENT.critic_hidden_dims)), "Critic hidden sizes.")
-flags.DEFINE_float("actor_lr", _AGENT.actor_lr, "Actor learning rate (cosine decay).")
+flags.DEFINE_list(
+    "actor_hidden_dims", [], "Actor hidden sizes; default the algorithm's (QSM 512,512; SAC, TD3 256,256)."
+)
+flags.DEFINE_list(
+    "critic_hidden_dims", [], "Critic hidden sizes; default the algorithm's (QSM 512,512; SAC, TD3 256,256)."
+)
+flags.DEFINE_float("actor_lr", _AGENT.actor_lr, "Actor learning rate (QSM: cosine decay over 2e6 updates).")
 flags.DEFINE_float("critic_lr", _AGENT.critic_lr, "Critic learning rate.")
 flags.DEFINE_float("gamma", _AGENT.gamma, "Discount.")
 flags.DEFINE_float("tau", _AGENT.tau, "Polyak rate of the target critics.")
-flags.DEFINE_string("workdir", "", "Output folder; default runs/<env>_seed<seed>.")
+flags.DEFINE_string("workdir", "", "Output folder; default runs/<algo>_<env>_seed<seed>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
@@ -55,18 +63,17 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     try:
-        agent = QSMConfig(
-            actor_hidden_dims=_int_list("actor_hidden_dims"),
-            critic_hidden_dims=_int_list("critic_hidden_dims"),
-            actor_lr=FLAGS.actor_lr,
-            critic_lr=FLAGS.critic_lr,
-            gamma=FLAGS.gamma,
-            tau=FLAGS.tau,
-            diffusion_steps=FLAGS.diffusion_steps,
-            beta_schedule=FLAGS.beta_schedule,
-            alpha=FLAGS.alpha,
-            temperature=FLAGS.temperature,
-        )
+        common = {"actor_lr": FLAGS.actor_lr, "critic_lr": FLAGS.critic_lr, "gamma": FLAGS.gamma, "tau": FLAGS.tau}
+        for name in ("actor_hidden_dims", "critic_hidden_dims"):
+            if getattr(FLAGS, name):
+                common[name] = _int_list(name)
+        if FLAGS.algo == "qsm":
+            agent = QSMConfig(**common, **{name: getattr(FLAGS, name) for name in QSM_ONLY})
+        else:
+            given = [f"--{name}" for name in QSM_ONLY if FLAGS[name].present]
+            if given:
+                raise ValueError(f"{', '.join(given)}: QSM settings, not used by --algo={FLAGS.algo}; drop them")
+            agent = get_algorithm(FLAGS.algo).config_cls(**common)
         config = RunConfig(
             env=FLAGS.env,
             seed=FLAGS.seed,
@@ -81,10 +88,11 @@ def main(argv):
             utd=FLAGS.utd,
             num_envs=FLAGS.num_envs,
             num_seeds=FLAGS.num_seeds,
+            algo=FLAGS.algo,
             agent=agent,
         )
         seeds = f"{config.seed}" if config.num_seeds == 1 else f"{config.seed}-{config.seed + config.num_seeds - 1}"
-        workdir = FLAGS.workdir or os.path.join("runs", f"{config.env}_seed{seeds}")
+        workdir = FLAGS.workdir or os.path.join("runs", f"{config.algo}_{config.env}_seed{seeds}")
         result = train_and_evaluate(config, workdir, progress=FLAGS.progress)
     except ValueError as e:
         sys.exit(f"run.py: error: {e}")

@@ -13,7 +13,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from qsm_jax.learner import QSMState, policy_sample, train_step
+from qsm_jax.algorithms import algorithm_of
+from qsm_jax.learner import QSMState
 from qsm_jax.replay import ReplayBuffer, replay_add, replay_sample
 from qsm_jax.types import Batch
 
@@ -29,7 +30,7 @@ def act_and_learn(
     batch_size: int,
     learn: bool,
 ) -> tuple[QSMState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
-    """One env step of one agent with N envs.
+    """One env step of one agent (QSM, SAC or TD3 state) with N envs.
 
     Args:
       state: agent.
@@ -44,6 +45,7 @@ def act_and_learn(
     Returns:
       (state, buffer, actions (N, A) in [-1, 1], metrics averaged over the updates).
     """
+    algorithm = algorithm_of(state)
     buffer = replay_add(buffer, transitions)
     update_key, act_key = jax.random.split(key)
     num = observations.shape[0]
@@ -52,10 +54,10 @@ def act_and_learn(
         return state, buffer, actions, {}
 
     def update(state, batch_key):
-        return train_step(state, replay_sample(buffer, batch_key, batch_size))
+        return algorithm.train_step(state, replay_sample(buffer, batch_key, batch_size))
 
     state, metrics = jax.lax.scan(update, state, jax.random.split(update_key, utd * num))
-    actions = policy_sample(state, observations, act_key, explore=True)
+    actions = algorithm.policy_sample(state, observations, act_key, explore=True)
     return state, buffer, actions, jax.tree.map(jnp.mean, metrics)
 
 
@@ -99,6 +101,6 @@ def act_seeds(
     def one(state, obs, key):
         if not learn:
             return jax.random.uniform(key, (obs.shape[0], state.action_dim), minval=-1.0, maxval=1.0)
-        return policy_sample(state, obs, key, explore=explore)
+        return algorithm_of(state).policy_sample(state, obs, key, explore=explore)
 
     return jax.vmap(one)(states, observations, step_keys)

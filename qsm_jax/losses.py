@@ -42,8 +42,12 @@ def critic_loss(
     batch: Batch,
     next_actions: jax.Array,
     gamma: float,
+    next_bonus: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Critic TD loss L_Q = sum_i mean_B (Q_i(s, a) - stop_grad(y))^2.
+
+    y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') + next_bonus); QSM and TD3 use no bonus,
+    SAC the entropy term -temperature * log pi(a' | s').
 
     Args:
       critic_params: online critic ensemble parameters (differentiated).
@@ -52,6 +56,7 @@ def critic_loss(
       batch: transitions, B of them.
       next_actions: a' for s', already noised and clipped, (B, A).
       gamma: discount.
+      next_bonus: added to the clipped next value, scalar or (B,).
 
     Returns:
       (loss, aux) with aux = {"critic_loss", "q_mean", "target_q_mean"}.
@@ -59,7 +64,7 @@ def critic_loss(
     chex.assert_rank([batch.observations, batch.actions, batch.rewards, batch.terminals], [2, 2, 1, 1])
     chex.assert_equal_shape([batch.actions, next_actions])
     next_q = critic_apply_fn({"params": target_critic_params}, batch.next_observations, next_actions)
-    target = jax.lax.stop_gradient(td_target(batch.rewards, batch.terminals, next_q, gamma))
+    target = jax.lax.stop_gradient(td_target(batch.rewards, batch.terminals, next_q + next_bonus, gamma))
     q = critic_apply_fn({"params": critic_params}, batch.observations, batch.actions)
     loss = ((q - target[None]) ** 2).mean(axis=1).sum()
     return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_q_mean": target.mean()}

@@ -32,7 +32,7 @@ class MetricsWriter:
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, kind: str, values: dict[str, float]) -> None:
-        values = {k: float(v) for k, v in values.items()}
+        values = {k: v if isinstance(v, int) else float(v) for k, v in values.items()}
         self.file.write(json.dumps({"step": int(step), "kind": kind, **values}) + "\n")
         self.file.flush()
         for name, value in values.items():

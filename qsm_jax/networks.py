@@ -117,3 +117,48 @@ class CriticEnsemble(nn.Module):
         )
         q = ensemble((*self.hidden_dims, 1), activation=nn.relu)(jnp.concatenate([observations, actions], axis=-1))
         return q[..., 0]
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC policy: a Gaussian over pre-tanh actions, squashed to [-1, 1] by tanh.
+
+    Attributes:
+      action_dim: A.
+      hidden_dims: hidden sizes (ReLU).
+      log_std_min, log_std_max: clip of the log standard deviation.
+    """
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """observations (B, S) -> (mean (B, A), log_std (B, A)) of the pre-tanh Gaussian."""
+        out = MLP((*self.hidden_dims, 2 * self.action_dim))(observations)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+class DeterministicActor(nn.Module):
+    """TD3 policy: an MLP with a tanh output in [-1, 1]."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        """observations (B, S) -> actions (B, A)."""
+        return jnp.tanh(MLP((*self.hidden_dims, self.action_dim))(observations))
+
+
+class Temperature(nn.Module):
+    """SAC's learned entropy temperature, stored as its log."""
+
+    initial: float = 1.0
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        log_temp = self.param("log_temp", lambda _: jnp.full((), jnp.log(self.initial), jnp.float32))
+        return jnp.exp(log_temp)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from qsm_jax import fused, learner
+from qsm_jax import fused
+from qsm_jax.algorithms import ALGORITHMS, algorithm_of, get_algorithm
 from qsm_jax.checkpoint import RunCheckpointer
 from qsm_jax.config import QSMConfig
 from qsm_jax.envs import EnvPool, env_dims, make_env
@@ -46,7 +47,8 @@ class RunConfig:
         its own batch, per vector step).
       num_envs: envs per agent, stepped together; env-step counts include all of them.
       num_seeds: independent agents trained at once (vmapped, sharded over the devices).
-      agent: the QSM settings.
+      algo: "qsm" (default), or the baselines "sac" and "td3".
+      agent: the algorithm's settings (``QSMConfig``, ``SACConfig`` or ``TD3Config``, matching ``algo``).
     """
 
     env: str = "Walker2d-v4"
@@ -62,11 +64,18 @@ class RunConfig:
     utd: int = 1
     num_envs: int = 1
     num_seeds: int = 1
-    agent: QSMConfig = dataclasses.field(default_factory=QSMConfig)
+    algo: str = "qsm"
+    agent: Any = dataclasses.field(default_factory=QSMConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, str) or not self.env:
             raise ValueError(f"env must be a gymnasium env id, got {self.env!r}")
+        algorithm = get_algorithm(self.algo)
+        if not isinstance(self.agent, algorithm.config_cls):
+            raise ValueError(
+                f"agent must be a {algorithm.config_cls.__name__} for algo={self.algo!r}, "
+                f"got {type(self.agent).__name__}"
+            )
         lows = {
             "seed": 0,
             "max_steps": 1,
@@ -96,7 +105,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         agent = d.get("agent", {})
-        agent = QSMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in agent.items()})
+        config_cls = get_algorithm(d.get("algo", "qsm")).config_cls
+        agent = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in agent.items()})
         return cls(**{**{k: v for k, v in d.items() if k != "agent"}, "agent": agent})
 
 
@@ -138,13 +148,13 @@ def _stack(trees: list) -> Any:
     return jax.tree.unflatten(jax.tree.structure(trees[0]), leaves)
 
 
-def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[learner.QSMState, jax.Array]:
+def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[Any, jax.Array]:
     """K agents stacked on a leading axis, each exactly as ``create_train_state`` makes it for its
     seed, and their loop keys (K, 2) (batch sampling, acting, evaluation)."""
     states, loop_keys = [], []
     for k in range(config.num_seeds):
         init_key, loop_key = jax.random.split(jax.random.key(config.seed + k))
-        states.append(learner.create_train_state(init_key, obs_dim, action_dim, config.agent))
+        states.append(ALGORITHMS[config.algo].create_train_state(init_key, obs_dim, action_dim, config.agent))
         loop_keys.append(jax.random.key_data(loop_key))
     return _stack(states), jnp.stack(loop_keys)
 
@@ -153,13 +163,14 @@ def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[learn
 def _eval_actions(states, observations, keys, t, num_envs):
     del num_envs
     keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), t))(keys)
-    return jax.vmap(learner.policy_sample)(states, observations, keys)
+    return jax.vmap(algorithm_of(states).policy_sample)(states, observations, keys)
 
 
-def evaluate(states: learner.QSMState, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.ndarray:
+def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.ndarray:
     """One episode per env for K stacked agents, in lockstep, one batched action call per time step.
 
-    Evaluation actions are single stochastic samples of the chain, without exploration noise.
+    Evaluation actions are ``policy_sample(..., explore=False)``: for QSM a single stochastic sample
+    of the chain without exploration noise, for SAC the mode, for TD3 the deterministic action.
 
     Args:
       states: K stacked agents.
@@ -201,7 +212,7 @@ def _buffer_from_host(arrays: dict, meta: dict, empty: ReplayBuffer) -> ReplayBu
     )
 
 
-def restore_run(workdir: str, step: int | None = None) -> tuple[learner.QSMState, ReplayBuffer, dict[str, Any]]:
+def restore_run(workdir: str, step: int | None = None) -> tuple[Any, ReplayBuffer, dict[str, Any]]:
     """Loads a run's checkpoint (the latest if ``step`` is None): ``(states, buffers, meta)``.
 
     States and buffers carry a leading seed axis K (``num_seeds``). Use it to act with a trained
@@ -224,7 +235,7 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[learner.QSMState
 
 
 def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -> dict[str, Any]:
-    """Trains QSM on ``config.env`` and writes everything to ``workdir``; resumes if it can.
+    """Trains ``config.algo`` (QSM by default) on ``config.env``, writes everything to ``workdir``, resumes.
 
     Each env step is one compiled call (``fused.act_and_learn_seeds``): it stores the new
     transitions in the device-resident replay buffers, runs ``utd`` updates per transition and
@@ -288,7 +299,7 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
             }
             history.append(row)
             writer.write(env_step, "eval", {k2: v for k2, v in row.items() if k2 != "step"})
-        plot_learning_curve(history, plot_path, f"QSM on {config.env}")
+        plot_learning_curve(history, plot_path, f"{config.algo.upper()} on {config.env}")
 
     def start_segment():
         reset_seeds = [_seed_int(s, 0, segment, i) for s in seeds for i in range(num_envs)]
