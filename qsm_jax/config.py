@@ -68,22 +68,15 @@ class QSMConfig:
     target_noise: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("actor_hidden_dims", "critic_hidden_dims", "time_hidden_dims"):
-            object.__setattr__(self, name, _positive_int_tuple(name, getattr(self, name)))
+        check_agent_config(self, dims=("time_hidden_dims",), positive=("alpha",))
         _check(
             self.time_features > 0 and self.time_features % 2 == 0,
             f"time_features must be a positive even integer, got {self.time_features}",
         )
-        _check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        for name in ("actor_lr", "critic_lr", "alpha"):
-            value = getattr(self, name)
-            _check(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
         _check(
             self.actor_lr_decay_steps >= 0,
             f"actor_lr_decay_steps must be >= 0 (0 = constant), got {self.actor_lr_decay_steps}",
         )
-        _check(_finite(self.gamma) and 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1), got {self.gamma}")
-        _check(_finite(self.tau) and 0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
         _check(
             isinstance(self.diffusion_steps, int) and self.diffusion_steps >= 1,
             f"diffusion_steps (T) must be an integer >= 1, got {self.diffusion_steps!r}",
@@ -97,8 +90,30 @@ class QSMConfig:
             _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
 
     def to_dict(self) -> dict:
-        """A JSON-friendly dict (tuples become lists); ``QSMConfig(**d)`` rebuilds it."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return config_to_dict(self)
+
+
+def config_to_dict(config) -> dict:
+    """A JSON-friendly dict of an agent config (tuples become lists); ``type(config)(**d)`` rebuilds it."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def check_agent_config(
+    config, dims: tuple[str, ...] = (), positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()
+) -> None:
+    """Checks (and normalises to tuples) the settings every agent config shares: hidden sizes,
+    ``num_critics``, ``actor_lr``, ``critic_lr``, ``gamma``, ``tau``; plus the named extra fields."""
+    for name in ("actor_hidden_dims", "critic_hidden_dims", *dims):
+        object.__setattr__(config, name, _positive_int_tuple(name, getattr(config, name)))
+    _check(config.num_critics >= 1, f"num_critics must be >= 1, got {config.num_critics}")
+    for name in ("actor_lr", "critic_lr", *positive):
+        value = getattr(config, name)
+        _check(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+    for name in non_negative:
+        value = getattr(config, name)
+        _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+    _check(_finite(config.gamma) and 0.0 <= config.gamma < 1.0, f"gamma must be in [0, 1), got {config.gamma}")
+    _check(_finite(config.tau) and 0.0 < config.tau <= 1.0, f"tau must be in (0, 1], got {config.tau}")
 
 
 def _finite(value: float) -> bool:

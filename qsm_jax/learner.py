@@ -41,6 +41,13 @@ class QSMState(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False)
 
 
+def adam_train_state(module, params: Any, learning_rate: float | optax.Schedule) -> TrainState:
+    """A ``TrainState`` of ``module``'s parameters with Adam and an int32 step counter."""
+    return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(learning_rate)).replace(
+        step=jnp.zeros((), jnp.int32)
+    )
+
+
 def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QSMConfig) -> QSMState:
     """Initialises networks, optimizers and target critics.
 
@@ -74,18 +81,12 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
         actor_lr = optax.cosine_decay_schedule(config.actor_lr, config.actor_lr_decay_steps)
     else:
         actor_lr = config.actor_lr
-    actor = TrainState.create(
-        apply_fn=actor_net.apply,
-        params=actor_net.init(actor_key, obs, act, jnp.zeros((1, 1), jnp.float32))["params"],
-        tx=optax.adam(actor_lr),
-    ).replace(step=jnp.zeros((), jnp.int32))
+    actor = adam_train_state(
+        actor_net, actor_net.init(actor_key, obs, act, jnp.zeros((1, 1), jnp.float32))["params"], actor_lr
+    )
 
     critic_net = CriticEnsemble(hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
-    critic = TrainState.create(
-        apply_fn=critic_net.apply,
-        params=critic_net.init(critic_key, obs, act)["params"],
-        tx=optax.adam(config.critic_lr),
-    ).replace(step=jnp.zeros((), jnp.int32))
+    critic = adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
     return QSMState(
         actor=actor,
         critic=critic,

@@ -16,7 +16,8 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from qsm_jax import losses
-from qsm_jax.config import _check, _finite, _positive_int_tuple
+from qsm_jax.config import _check, _finite, check_agent_config, config_to_dict
+from qsm_jax.learner import adam_train_state
 from qsm_jax.networks import CriticEnsemble, TanhGaussianActor, Temperature
 from qsm_jax.types import Batch
 
@@ -46,18 +47,11 @@ class SACConfig:
     target_entropy_scale: float = -1.0
 
     def __post_init__(self) -> None:
-        for name in ("actor_hidden_dims", "critic_hidden_dims"):
-            object.__setattr__(self, name, _positive_int_tuple(name, getattr(self, name)))
-        _check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        for name in ("actor_lr", "critic_lr", "temperature_lr", "initial_temperature"):
-            value = getattr(self, name)
-            _check(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
-        _check(_finite(self.gamma) and 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1), got {self.gamma}")
-        _check(_finite(self.tau) and 0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        check_agent_config(self, positive=("temperature_lr", "initial_temperature"))
         _check(_finite(self.target_entropy_scale), "target_entropy_scale must be finite")
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return config_to_dict(self)
 
 
 class SACState(struct.PyTreeNode):
@@ -74,12 +68,6 @@ class SACState(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False)
 
 
-def _train_state(net, params, lr) -> TrainState:
-    return TrainState.create(apply_fn=net.apply, params=params, tx=optax.adam(lr)).replace(
-        step=jnp.zeros((), jnp.int32)
-    )
-
-
 def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: SACConfig) -> SACState:
     """Initialises SAC; same contract as ``qsm_jax.create_train_state``."""
     if not isinstance(config, SACConfig):
@@ -91,11 +79,11 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: SA
     actor_net = TanhGaussianActor(action_dim, config.actor_hidden_dims)
     critic_net = CriticEnsemble(config.critic_hidden_dims, config.num_critics)
     temp_net = Temperature(config.initial_temperature)
-    critic = _train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
+    critic = adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
     return SACState(
-        actor=_train_state(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr),
+        actor=adam_train_state(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr),
         critic=critic,
-        temperature=_train_state(temp_net, temp_net.init(key)["params"], config.temperature_lr),
+        temperature=adam_train_state(temp_net, temp_net.init(key)["params"], config.temperature_lr),
         target_critic_params=critic.params,
         key=key,
         step=jnp.zeros((), jnp.int32),

@@ -16,7 +16,8 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from qsm_jax import losses
-from qsm_jax.config import _check, _finite, _positive_int_tuple
+from qsm_jax.config import _check, check_agent_config, config_to_dict
+from qsm_jax.learner import adam_train_state
 from qsm_jax.networks import CriticEnsemble, DeterministicActor
 from qsm_jax.types import Batch
 
@@ -48,24 +49,14 @@ class TD3Config:
     policy_delay: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("actor_hidden_dims", "critic_hidden_dims"):
-            object.__setattr__(self, name, _positive_int_tuple(name, getattr(self, name)))
-        _check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        for name in ("actor_lr", "critic_lr"):
-            value = getattr(self, name)
-            _check(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
-        _check(_finite(self.gamma) and 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1), got {self.gamma}")
-        _check(_finite(self.tau) and 0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
-        for name in ("exploration_noise", "policy_noise", "noise_clip"):
-            value = getattr(self, name)
-            _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+        check_agent_config(self, non_negative=("exploration_noise", "policy_noise", "noise_clip"))
         _check(
             isinstance(self.policy_delay, int) and self.policy_delay >= 1,
             f"policy_delay must be an integer >= 1, got {self.policy_delay!r}",
         )
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return config_to_dict(self)
 
 
 class TD3State(struct.PyTreeNode):
@@ -93,13 +84,8 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: TD
     actor_net = DeterministicActor(action_dim, config.actor_hidden_dims)
     critic_net = CriticEnsemble(config.critic_hidden_dims, config.num_critics)
 
-    def make(net, params, lr):
-        return TrainState.create(apply_fn=net.apply, params=params, tx=optax.adam(lr)).replace(
-            step=jnp.zeros((), jnp.int32)
-        )
-
-    actor = make(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr)
-    critic = make(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
+    actor = adam_train_state(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr)
+    critic = adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
     return TD3State(
         actor=actor,
         critic=critic,
