@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -113,7 +112,7 @@ class RunConfig:
 def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
     def flat(d):
         out = {k: v for k, v in d.items() if k != "agent" and k not in RESUMABLE_CHANGES}
-        return {**out, **{f"{k}": v for k, v in d.get("agent", {}).items()}}
+        return {**out, **d.get("agent", {})}
 
     saved_flat, current_flat = flat(saved), flat(current)
     diffs = [
@@ -159,9 +158,8 @@ def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[Any, 
     return _stack(states), jnp.stack(loop_keys)
 
 
-@functools.partial(jax.jit, static_argnames="num_envs")
-def _eval_actions(states, observations, keys, t, num_envs):
-    del num_envs
+@jax.jit
+def _eval_actions(states, observations, keys, t):
     keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), t))(keys)
     return jax.vmap(algorithm_of(states).policy_sample)(states, observations, keys)
 
@@ -188,7 +186,7 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.
     done = np.zeros(num_seeds * episodes, bool)
     t = 0
     while not done.all():
-        actions = np.asarray(_eval_actions(states, obs, keys, t, episodes)).reshape(num_seeds * episodes, -1)
+        actions = np.asarray(_eval_actions(states, obs, keys, t)).reshape(num_seeds * episodes, -1)
         flat_obs = obs.reshape(num_seeds * episodes, -1)
         for i in np.flatnonzero(~done):
             o, r, terminated, truncated, _ = envs[i].step(actions[i])
