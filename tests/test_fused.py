@@ -14,9 +14,9 @@ import qsm_jax
 from qsm_jax import fused
 from qsm_jax.envs import EnvPool
 from qsm_jax.replay import replay_add, replay_init, replay_sample
-from qsm_jax.train import RunConfig, restore_run, train_and_evaluate
+from qsm_jax.train import restore_run, train_and_evaluate
 
-from .test_train import TINY_AGENT, _EpisodeEnv  # noqa: F401  (registers QSMTestEpisodes-v0)
+from .test_train import TINY_AGENT, _EpisodeEnv, _tiny  # noqa: F401  (registers QSMTestEpisodes-v0)
 
 OBS, ACT = 4, 2
 
@@ -87,20 +87,7 @@ def test_fused_step_equals_repeated_train_step():
 
 
 def _tiny_run(**overrides):
-    base = dict(
-        env="Pendulum-v1",
-        seed=3,
-        max_steps=300,
-        start_steps=100,
-        batch_size=32,
-        buffer_size=1000,
-        eval_interval=150,
-        eval_episodes=2,
-        checkpoint_interval=300,
-        log_interval=50,
-        agent=TINY_AGENT,
-    )
-    return RunConfig(**{**base, **overrides})
+    return _tiny(**{"max_steps": 300, "eval_interval": 150, "checkpoint_interval": 300, **overrides})
 
 
 def test_vmapped_seeds_equal_separately_trained_seeds(tmp_path):
