@@ -41,6 +41,11 @@ class QSMState(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False)
 
 
+def raw_key(key: jax.Array) -> jax.Array:
+    """Raw uint32 key data of a typed (``jax.random.key``) or raw (``PRNGKey``) key."""
+    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+
+
 def adam_train_state(module, params: Any, learning_rate: float | optax.Schedule) -> TrainState:
     """A ``TrainState`` of ``module``'s parameters with Adam and an int32 step counter."""
     return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(learning_rate)).replace(
@@ -65,9 +70,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(config, QSMConfig):
         raise ValueError(f"config must be a qsm_jax.QSMConfig, got {type(config).__name__}")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    actor_key, critic_key, key = jax.random.split(key, 3)
+    actor_key, critic_key, key = jax.random.split(raw_key(key), 3)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, action_dim), jnp.float32)
 
@@ -90,7 +93,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
     return QSMState(
         actor=actor,
         critic=critic,
-        target_critic_params=critic.params,
+        target_critic_params=jax.tree.map(jnp.copy, critic.params),  # own buffers: states can be donated
         key=key,
         step=jnp.zeros((), jnp.int32),
         config=config,

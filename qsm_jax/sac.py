@@ -17,7 +17,7 @@ from flax.training.train_state import TrainState
 
 from qsm_jax import losses
 from qsm_jax.config import _check, _finite, check_agent_config, config_to_dict
-from qsm_jax.learner import adam_train_state
+from qsm_jax.learner import adam_train_state, raw_key
 from qsm_jax.networks import CriticEnsemble, TanhGaussianActor, Temperature
 from qsm_jax.types import Batch
 
@@ -72,9 +72,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: SA
     """Initialises SAC; same contract as ``qsm_jax.create_train_state``."""
     if not isinstance(config, SACConfig):
         raise ValueError(f"config must be a qsm_jax.sac.SACConfig, got {type(config).__name__}")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    actor_key, critic_key, key = jax.random.split(key, 3)
+    actor_key, critic_key, key = jax.random.split(raw_key(key), 3)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
     actor_net = TanhGaussianActor(action_dim, config.actor_hidden_dims)
     critic_net = CriticEnsemble(config.critic_hidden_dims, config.num_critics)
@@ -84,7 +82,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: SA
         actor=adam_train_state(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr),
         critic=critic,
         temperature=adam_train_state(temp_net, temp_net.init(key)["params"], config.temperature_lr),
-        target_critic_params=critic.params,
+        target_critic_params=jax.tree.map(jnp.copy, critic.params),
         key=key,
         step=jnp.zeros((), jnp.int32),
         config=config,

@@ -17,7 +17,7 @@ from flax.training.train_state import TrainState
 
 from qsm_jax import losses
 from qsm_jax.config import _check, check_agent_config, config_to_dict
-from qsm_jax.learner import adam_train_state
+from qsm_jax.learner import adam_train_state, raw_key
 from qsm_jax.networks import CriticEnsemble, DeterministicActor
 from qsm_jax.types import Batch
 
@@ -77,9 +77,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: TD
     """Initialises TD3; same contract as ``qsm_jax.create_train_state``."""
     if not isinstance(config, TD3Config):
         raise ValueError(f"config must be a qsm_jax.td3.TD3Config, got {type(config).__name__}")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    actor_key, critic_key, key = jax.random.split(key, 3)
+    actor_key, critic_key, key = jax.random.split(raw_key(key), 3)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
     actor_net = DeterministicActor(action_dim, config.actor_hidden_dims)
     critic_net = CriticEnsemble(config.critic_hidden_dims, config.num_critics)
@@ -89,8 +87,8 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: TD
     return TD3State(
         actor=actor,
         critic=critic,
-        target_actor_params=actor.params,
-        target_critic_params=critic.params,
+        target_actor_params=jax.tree.map(jnp.copy, actor.params),
+        target_critic_params=jax.tree.map(jnp.copy, critic.params),
         key=key,
         step=jnp.zeros((), jnp.int32),
         config=config,

@@ -187,3 +187,31 @@ def test_seed_axis_sharded_over_four_cpu_devices(tmp_path):
     np.testing.assert_allclose(
         [h["return_mean"] for h in report["history"]], [h["return_mean"] for h in single["history"]], rtol=1e-3
     )
+
+
+@pytest.mark.parametrize("algo", ["qsm", "sac", "td3"])
+def test_fresh_states_can_be_donated(algo):
+    """Target networks start as copies with their own buffers, so a fresh state can be donated."""
+    from qsm_jax.algorithms import ALGORITHMS
+
+    algorithm = ALGORITHMS[algo]
+    config = (
+        TINY_AGENT if algo == "qsm" else algorithm.config_cls(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
+    )
+    state = algorithm.create_train_state(jax.random.key(0), OBS, ACT, config)
+    buffer = replay_add(replay_init(64, OBS, ACT), _transitions(1, 40))
+    step = jax.jit(
+        lambda s, b: fused.act_and_learn(
+            s,
+            b,
+            _transitions(2, 1),
+            jnp.zeros((1, OBS)),
+            jax.random.key_data(jax.random.key(1)),
+            utd=1,
+            batch_size=8,
+            learn=True,
+        ),
+        donate_argnums=(0, 1),
+    )
+    state, buffer, actions, _ = step(state, buffer)
+    assert int(state.step) == 1 and int(buffer.size) == 41 and actions.shape == (1, ACT)
