@@ -245,6 +245,55 @@ def bench_updates(hidden, obs_dim, action_dim, rounds, n):
     return out
 
 
+def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill: dict | None = None):
+    """A timer of the fused training loop (one compiled call per env step) for K seeds, 1 env each.
+
+    Returns ``run(n) -> total env steps/s`` over n vector steps; state carries over between calls.
+    """
+    config = RunConfig(
+        env=env_id, num_seeds=num_seeds, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden)
+    )
+    pool = EnvPool(env_id, num_seeds)
+    obs_dim, action_dim = env_dims(pool.envs.envs[0])
+    states, keys = init_agents(config, obs_dim, action_dim)
+    buffers = replay_init(capacity, obs_dim, action_dim, num_seeds=num_seeds)
+    if prefill is not None:
+        stacked = jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds, *x.shape)), qsm_jax.Batch(**prefill))
+        buffers = jax.vmap(replay_add)(buffers, stacked)
+    sharding = seed_sharding(num_seeds)
+    h = {
+        "states": jax.device_put(states, sharding),
+        "buffers": jax.device_put(buffers, sharding),
+        "obs": pool.reset(list(range(num_seeds))).reshape(num_seeds, 1, obs_dim),
+        "step": 0,
+    }
+    h["actions"] = fused.act_seeds(h["states"], h["obs"], keys, np.int32(0), learn=True, explore=True)
+
+    def run(n):
+        t = time.perf_counter()
+        for _ in range(n):
+            tr, next_obs, _ = pool.step(
+                h["obs"].reshape(num_seeds, obs_dim), np.asarray(h["actions"]).reshape(num_seeds, action_dim)
+            )
+            h["step"] += 1
+            h["obs"] = next_obs.reshape(num_seeds, 1, obs_dim)
+            h["states"], h["buffers"], h["actions"], _ = fused.act_and_learn_seeds(
+                h["states"],
+                h["buffers"],
+                jax.tree.map(lambda x: x.reshape(num_seeds, 1, *x.shape[1:]), tr),
+                h["obs"],
+                keys,
+                np.int32(h["step"]),
+                utd=1,
+                batch_size=BATCH,
+                learn=True,
+            )
+        jax.block_until_ready(h["actions"])
+        return n * num_seeds / (time.perf_counter() - t)
+
+    return run
+
+
 def bench_loops(env_id, hidden, rounds, steps):
     """(c): env steps/s of the fused loop and of naive loops like the reference's."""
     config = RunConfig(env=env_id, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden))
@@ -262,33 +311,7 @@ def bench_loops(env_id, hidden, rounds, steps):
     data = {k: v.astype(np.float32) for k, v in data.items()}
 
     # Fused: one compiled call per env step, device-resident buffer.
-    states, keys = init_agents(config, obs_dim, action_dim)
-    buffers = replay_init(100_000, obs_dim, action_dim, num_seeds=1)
-    buffers = jax.vmap(replay_add)(buffers, jax.tree.map(lambda x: x[None], qsm_jax.Batch(**data)))
-    pool = EnvPool(env_id, 1)
-    fused_holder = {"states": states, "buffers": buffers, "obs": pool.reset([0])[None], "step": 0}
-    fused_holder["actions"] = fused.act_seeds(states, fused_holder["obs"], keys, np.int32(0), learn=True, explore=True)
-
-    def fused_loop(n):
-        h = fused_holder
-        t = time.perf_counter()
-        for _ in range(n):
-            transitions, next_obs, _ = pool.step(h["obs"][0], np.asarray(h["actions"])[0])
-            h["step"] += 1
-            h["obs"] = next_obs[None]
-            h["states"], h["buffers"], h["actions"], _ = fused.act_and_learn_seeds(
-                h["states"],
-                h["buffers"],
-                jax.tree.map(lambda x: x[None], transitions),
-                h["obs"],
-                keys,
-                np.int32(h["step"]),
-                utd=1,
-                batch_size=BATCH,
-                learn=True,
-            )
-        jax.block_until_ready(h["actions"])
-        return n / (time.perf_counter() - t)
+    fused_loop = fused_loop_timer(env_id, hidden, 1, 100_000, prefill=data)
 
     # Naive: act (dispatch 1), env step, host buffer insert, host batch sample and copy, update (dispatch 2).
     def make_naive(update, act, agent):
@@ -335,48 +358,10 @@ def bench_seeds(env_id, hidden, rounds, steps, seed_counts=(1, 2, 4, 8)):
     """(d): env steps/s in all and per seed, for K agents trained in one process."""
     out = {}
     for k in seed_counts:
-        config = RunConfig(
-            env=env_id, num_seeds=k, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden)
-        )
-        pool = EnvPool(env_id, k)
-        obs_dim, action_dim = env_dims(pool.envs.envs[0])
-        states, keys = init_agents(config, obs_dim, action_dim)
-        buffers = replay_init(50_000, obs_dim, action_dim, num_seeds=k)
-        sharding = seed_sharding(k)
-        h = {
-            "states": jax.device_put(states, sharding),
-            "buffers": jax.device_put(buffers, sharding),
-            "obs": pool.reset(list(range(k))).reshape(k, 1, obs_dim),
-            "step": 0,
-        }
-        h["actions"] = fused.act_seeds(h["states"], h["obs"], keys, np.int32(0), learn=True, explore=True)
-
-        def run(n, h=h, pool=pool, k=k, keys=keys, obs_dim=obs_dim, action_dim=action_dim):
-            t = time.perf_counter()
-            for _ in range(n):
-                tr, next_obs, _ = pool.step(
-                    h["obs"].reshape(k, obs_dim), np.asarray(h["actions"]).reshape(k, action_dim)
-                )
-                h["step"] += 1
-                h["obs"] = next_obs.reshape(k, 1, obs_dim)
-                h["states"], h["buffers"], h["actions"], _ = fused.act_and_learn_seeds(
-                    h["states"],
-                    h["buffers"],
-                    jax.tree.map(lambda x: x.reshape(k, 1, *x.shape[1:]), tr),
-                    h["obs"],
-                    keys,
-                    np.int32(h["step"]),
-                    utd=1,
-                    batch_size=BATCH,
-                    learn=True,
-                )
-            jax.block_until_ready(h["actions"])
-            return n * k / (time.perf_counter() - t)
-
-        run(2)
+        run = fused_loop_timer(env_id, hidden, k, 50_000)
+        run(2)  # compile
         total = _median_rate({"t": lambda run=run: run(steps)}, rounds)["t"]
         out[k] = {"total_env_steps_per_s": total, "per_seed_env_steps_per_s": total / k}
-        pool.close()
     return out
 
 
