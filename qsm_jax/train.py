@@ -199,7 +199,7 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.
 
 def _buffer_from_host(arrays: dict, meta: dict, empty: ReplayBuffer) -> ReplayBuffer:
     size = meta["buffer_size"]
-    data = {name: np.asarray(value).copy() for name, value in empty.data._asdict().items()}
+    data = {name: np.zeros(value.shape, value.dtype) for name, value in empty.data._asdict().items()}
     for name in data:
         data[name][:, :size] = arrays[name]
     k = data["rewards"].shape[0]
