@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from qsm_jax.algorithms import algorithm_of
 from qsm_jax.learner import QSMState
-from qsm_jax.replay import ReplayBuffer, replay_add, replay_sample
+from qsm_jax.replay import ReplayBuffer, replay_add, replay_sample_after_add
 from qsm_jax.types import Batch
 
 
@@ -46,19 +46,34 @@ def act_and_learn(
       (state, buffer, actions (N, A) in [-1, 1], metrics averaged over the updates).
     """
     algorithm = algorithm_of(state)
-    buffer = replay_add(buffer, transitions)
     update_key, act_key = jax.random.split(key)
     num = observations.shape[0]
     if not learn:
         actions = jax.random.uniform(act_key, (num, state.action_dim), minval=-1.0, maxval=1.0)
-        return state, buffer, actions, {}
+        return state, replay_add(buffer, transitions), actions, {}
 
+    # Batches are drawn as if the new transitions were already stored, but read from the buffer as it
+    # was; the store comes after the updates and is made to depend on their output. XLA then orders
+    # every read of the buffer before its in-place update; without that data dependency XLA (CPU)
+    # copied whole buffer arrays on every call (61 ms per env step at a 1M buffer instead of 4 ms).
     def update(state, batch_key):
-        return algorithm.train_step(state, replay_sample(buffer, batch_key, batch_size))
+        return algorithm.train_step(state, replay_sample_after_add(buffer, transitions, batch_key, batch_size))
 
     state, metrics = jax.lax.scan(update, state, jax.random.split(update_key, utd * num))
+    buffer = replay_add(buffer, _after(transitions, jax.tree.leaves(metrics)[0]))
     actions = algorithm.policy_sample(state, observations, act_key, explore=True)
     return state, buffer, actions, jax.tree.map(jnp.mean, metrics)
+
+
+def _after(values, dependency: jax.Array):
+    """``values`` unchanged, but computed after ``dependency`` (any float array, NaN included).
+
+    The condition ``x != x and x == x`` is false for every float x, yet XLA does not fold it away,
+    so the result carries a real data dependency that the compiler must respect.
+    """
+    x = dependency.ravel()[0]
+    never = (x != x) & (x == x)
+    return jax.tree.map(lambda v: jnp.where(never, jnp.zeros_like(v), v), values)
 
 
 @functools.partial(jax.jit, static_argnames=("utd", "batch_size", "learn"), donate_argnames=("states", "buffers"))

@@ -69,6 +69,27 @@ def replay_sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Batc
     return jax.tree.map(lambda d: d[idx], buffer.data)
 
 
+def replay_sample_after_add(buffer: ReplayBuffer, transitions: Batch, key: jax.Array, batch_size: int) -> Batch:
+    """What ``replay_sample(replay_add(buffer, transitions), key, batch_size)`` draws, read from ``buffer`` itself.
+
+    The same indices are drawn; those that land on the slots the N new transitions will overwrite
+    return the new transitions. This lets a compiled step sample before it stores, so that all reads
+    of the buffer can be ordered before its in-place update (see ``fused.act_and_learn``).
+    """
+    n = transitions.rewards.shape[0]
+    size = jnp.minimum(buffer.size + n, buffer.capacity)
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(size, 1))
+    offset = (idx - buffer.pointer) % buffer.capacity  # position among the new transitions, if < n
+    is_new = offset < n
+    new_idx = jnp.minimum(offset, n - 1)
+
+    def pick(stored, new):
+        mask = is_new.reshape(is_new.shape + (1,) * (stored.ndim - 1))
+        return jnp.where(mask, jnp.asarray(new, stored.dtype)[new_idx], stored[idx])
+
+    return jax.tree.map(pick, buffer.data, transitions)
+
+
 def replay_to_host(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
     """The filled part of a buffer stacked over seeds, (K, size, ...) NumPy arrays (what a checkpoint stores)."""
     size = int(np.max(np.asarray(buffer.size)))

@@ -93,6 +93,8 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.buffer_size < self.num_envs:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must be at least num_envs ({self.num_envs})")
         for name in ("max_steps", "start_steps", "eval_interval", "checkpoint_interval", "log_interval"):
             if getattr(self, name) % self.num_envs:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of num_envs ({self.num_envs})")
