@@ -48,6 +48,7 @@ flags.DEFINE_integer("updates", 40, "Updates per timing of (a).")
 flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).")
 flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
+flags.DEFINE_integer("buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).")
 
 BATCH = 256
 
@@ -294,7 +295,7 @@ def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill
     return run
 
 
-def bench_loops(env_id, hidden, rounds, steps):
+def bench_loops(env_id, hidden, rounds, steps, capacity):
     """(c): env steps/s of the fused loop and of naive loops like the reference's."""
     config = RunConfig(env=env_id, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden))
     env = make_env(env_id)
@@ -311,12 +312,12 @@ def bench_loops(env_id, hidden, rounds, steps):
     data = {k: v.astype(np.float32) for k, v in data.items()}
 
     # Fused: one compiled call per env step, device-resident buffer.
-    fused_loop = fused_loop_timer(env_id, hidden, 1, 100_000, prefill=data)
+    fused_loop = fused_loop_timer(env_id, hidden, 1, capacity, prefill=data)
 
     # Naive: act (dispatch 1), env step, host buffer insert, host batch sample and copy, update (dispatch 2).
     def make_naive(update, act, agent):
         host = {
-            k: np.concatenate([v, np.zeros((100_000 - prefill, *v.shape[1:]), np.float32)]) for k, v in data.items()
+            k: np.concatenate([v, np.zeros((capacity - prefill, *v.shape[1:]), np.float32)]) for k, v in data.items()
         }
         h = {"agent": agent, "size": prefill, "obs": env.reset(seed=0)[0].astype(np.float32), "key": jax.random.key(1)}
 
@@ -326,12 +327,12 @@ def bench_loops(env_id, hidden, rounds, steps):
                 h["key"], k = jax.random.split(h["key"])
                 action = np.asarray(act(h["agent"], h["obs"][None], k))[0]
                 next_obs, r, term, trunc, _ = env.step(action)
-                i = h["size"] % 100_000
+                i = h["size"] % capacity
                 for name, value in zip(host, (h["obs"], action, r, next_obs, float(term)), strict=True):
                     host[name][i] = value
                 h["size"] += 1
                 h["obs"] = env.reset()[0].astype(np.float32) if term or trunc else next_obs.astype(np.float32)
-                idx = rng.integers(0, min(h["size"], 100_000), BATCH)
+                idx = rng.integers(0, min(h["size"], capacity), BATCH)
                 batch = qsm_jax.Batch(**{name: jnp.asarray(v[idx]) for name, v in host.items()})
                 h["agent"], _ = update(h["agent"], batch)
             jax.block_until_ready(h["agent"])
@@ -354,11 +355,11 @@ def bench_loops(env_id, hidden, rounds, steps):
     return _median_rate({name: (lambda fn=fn: fn(steps)) for name, fn in loops.items()}, rounds)
 
 
-def bench_seeds(env_id, hidden, rounds, steps, seed_counts=(1, 2, 4, 8)):
+def bench_seeds(env_id, hidden, rounds, steps, capacity, seed_counts=(1, 2, 4, 8)):
     """(d): env steps/s in all and per seed, for K agents trained in one process."""
     out = {}
     for k in seed_counts:
-        run = fused_loop_timer(env_id, hidden, k, 50_000)
+        run = fused_loop_timer(env_id, hidden, k, capacity)
         run(2)  # compile
         total = _median_rate({"t": lambda run=run: run(steps)}, rounds)["t"]
         out[k] = {"total_env_steps_per_s": total, "per_seed_env_steps_per_s": total / k}
@@ -400,10 +401,11 @@ def main(argv):
         report["updates"][f"{hidden[0]}x{hidden[1]}"] = bench_updates(
             hidden, obs_dim, action_dim, FLAGS.rounds, FLAGS.updates
         )
+    report["buffer_size"] = FLAGS.buffer_size
     print("loops ...", flush=True)
-    report["loops"] = bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps)
+    report["loops"] = bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps, FLAGS.buffer_size)
     print("seeds ...", flush=True)
-    report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps)
+    report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
         json.dump(report, f, indent=2)
@@ -413,7 +415,7 @@ def main(argv):
 
 
 def render(r: dict) -> str:
-    peak = r["matmul_peak_gflops"]
+    peak, buffer = r["matmul_peak_gflops"], r["buffer_size"]
     lines = [
         "# qsm_jax speed benchmark",
         "",
@@ -442,7 +444,7 @@ def render(r: dict) -> str:
         lines.append(f"| {size} | **ratio qsm_jax / reference-style** | **{ratio:.2f}x** | | | | | |")
     lines += [
         "",
-        "## (c) Full training loop, Walker2d-v4, 512x512, utd 1, env steps/s",
+        f"## (c) Full training loop, Walker2d-v4, 512x512, utd 1, buffer {buffer:,}, env steps/s",
         "",
         "| loop | env steps/s | vs naive reference-style |",
         "|---|---|---|",
@@ -452,7 +454,7 @@ def render(r: dict) -> str:
         lines.append(f"| {name} | {v:.1f} | {v / base:.2f}x |")
     lines += [
         "",
-        "## (d) Many seeds in one process (fused loop, 512x512, 1 env per seed)",
+        f"## (d) Many seeds in one process (fused loop, 512x512, 1 env per seed, buffer {buffer:,} each)",
         "",
         "| num_seeds | total env steps/s | per-seed env steps/s | total vs 1 seed |",
         "|---|---|---|---|",
