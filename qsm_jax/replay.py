@@ -65,8 +65,13 @@ def replay_add(buffer: ReplayBuffer, transitions: Batch) -> ReplayBuffer:
 
 def replay_sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Batch:
     """Uniform sample, with replacement, of ``batch_size`` stored transitions."""
-    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
+    idx = _sample_indices(key, batch_size, buffer.size)
     return jax.tree.map(lambda d: d[idx], buffer.data)
+
+
+def _sample_indices(key: jax.Array, batch_size: int, size: jax.Array) -> jax.Array:
+    """``batch_size`` slots drawn uniformly, with replacement, from the ``size`` filled ones."""
+    return jax.random.randint(key, (batch_size,), 0, jnp.maximum(size, 1))
 
 
 def replay_sample_after_add(buffer: ReplayBuffer, transitions: Batch, key: jax.Array, batch_size: int) -> Batch:
@@ -77,8 +82,7 @@ def replay_sample_after_add(buffer: ReplayBuffer, transitions: Batch, key: jax.A
     of the buffer can be ordered before its in-place update (see ``fused.act_and_learn``).
     """
     n = transitions.rewards.shape[0]
-    size = jnp.minimum(buffer.size + n, buffer.capacity)
-    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(size, 1))
+    idx = _sample_indices(key, batch_size, jnp.minimum(buffer.size + n, buffer.capacity))
     offset = (idx - buffer.pointer) % buffer.capacity  # position among the new transitions, if < n
     is_new = offset < n
     new_idx = jnp.minimum(offset, n - 1)
