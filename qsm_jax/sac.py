@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
+from jax.scipy.stats import norm
 
 from qsm_jax import losses
 from qsm_jax.config import _check, _finite, check_agent_config, config_to_dict
@@ -96,7 +97,7 @@ def _sample_with_log_prob(actor: TrainState, params, observations, key) -> tuple
     mean, log_std = actor.apply_fn({"params": params}, observations)
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
-    log_prob = jnp.sum(-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+    log_prob = norm.logpdf(u, mean, std).sum(axis=-1)
     # log(1 - tanh(u)^2), written stably.
     log_prob -= jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
     return jnp.tanh(u), log_prob
