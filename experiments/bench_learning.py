@@ -1,131 +1,189 @@
-"""Learning benchmark: algorithms x envs x seeds at a step budget, with curves, a plot and a table.
+"""Learning benchmark in units: list, run and report named suites (`qsm_jax.benchmark.SUITES`).
 
-    python experiments/bench_learning.py --envs=Walker2d-v4,Hopper-v4 --algos=qsm,sac,td3 \
-        --num_seeds=3 --max_steps=100000
+    python experiments/bench_learning.py --suite=core100k --list        # each unit: done or pending
+    python experiments/bench_learning.py --suite=core100k              # run the pending units
+    python experiments/bench_learning.py --suite=core100k --max_units=4 --time_budget=120
+    python experiments/bench_learning.py --report                      # results/learning/README.md
 
-Each (algo, env) pair is one `train_and_evaluate` run with its seeds trained together
-(`num_seeds`, vmapped), reference settings everywhere (no per-task tuning). Runs live in
-`--runs_dir/<algo>_<env>`; re-running the same command resumes every unfinished run from its last
-checkpoint and skips finished ones. Outputs in `--out_dir` (default results/learning/):
-  <env>_<algo>.csv   evaluation curve of every seed (step, seed, return_mean, return_std)
-  <env>.png          mean +- std over seeds per algorithm
-  table.md           final return (mean +- std over seeds) and area under the curve, with the command
+One unit = one (algo, env, seed, max_steps, settings) run; a finished unit writes
+`results/learning/units/<key>.json` and is skipped afterwards; an interrupted unit resumes from its
+checkpoint in `runs/units/<key>/`. Pending units run `--workers` at a time, each in its own process
+pinned to one CPU core (on a 2-core CPU two pinned processes do 1.2-1.6x the updates/s of one
+process on both cores). `--git_commit` commits each unit file the moment it is written.
 """
 
 from __future__ import annotations
 
-import csv
 import os
+import signal
 import subprocess
 import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from qsm_jax.algorithms import get_algorithm  # noqa: E402
-from qsm_jax.train import RunConfig, train_and_evaluate  # noqa: E402
+from qsm_jax import benchmark  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("envs", ["Walker2d-v4", "Hopper-v4"], "Gymnasium env ids.")
-flags.DEFINE_list("algos", ["qsm", "sac", "td3"], "Algorithms.")
-flags.DEFINE_integer("num_seeds", 3, "Seeds per (algo, env), trained together.")
-flags.DEFINE_integer("seed", 0, "First seed.")
-flags.DEFINE_integer("max_steps", 100_000, "Env steps per seed.")
-flags.DEFINE_integer("start_steps", 10_000, "Random warm-up steps.")
-flags.DEFINE_integer("eval_interval", 5_000, "Env steps between evaluations.")
-flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
-flags.DEFINE_integer("checkpoint_interval", 10_000, "Env steps between checkpoints.")
-flags.DEFINE_list("hidden_dims", [], "Override every network's hidden sizes (for smoke tests only).")
-flags.DEFINE_string("runs_dir", "runs/bench_learning", "Where the runs (and their checkpoints) live.")
-flags.DEFINE_string("out_dir", "results/learning", "Where curves, plots and the table go.")
-flags.DEFINE_bool("progress", True, "Progress bars.")
+flags.DEFINE_list("suite", ["core100k"], "Suite name(s) from qsm_jax.benchmark.SUITES.")
+flags.DEFINE_bool("list", False, "Print every unit of the suite as done or pending, with time estimates, and exit.")
+flags.DEFINE_bool("report", False, "Rebuild the report (tables, plots) from the unit files and exit.")
+flags.DEFINE_integer("max_units", 0, "Run at most this many pending units (0 = all).")
+flags.DEFINE_float("time_budget", 0.0, "Minutes; after this no unit starts and running ones stop (they resume later).")
+flags.DEFINE_integer("workers", 0, "Units run at once, each pinned to one core (0 = one per usable core).")
+flags.DEFINE_string("unit", "", "Run this one unit key of --suite in this process (used by the runner).")
+flags.DEFINE_bool("git_commit", False, "git-commit each unit file as soon as it is written.")
+flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read and written.")
+flags.DEFINE_string("runs_dir", benchmark.RUNS_DIR, "Where unit runs (checkpoints, logs) live.")
+flags.DEFINE_string("out_dir", os.path.join("results", "learning"), "Where the report goes.")
+flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
 
 
-def auc(steps: list[int], returns: list[float]) -> float:
-    """Area under the evaluation curve divided by the step span (a mean return over training)."""
-    if len(steps) < 2:
-        return float(returns[-1]) if returns else float("nan")
-    return float(np.trapezoid(returns, steps) / (steps[-1] - steps[0]))
+def _units() -> list[benchmark.Unit]:
+    units, seen = [], set()
+    for name in FLAGS.suite:
+        for u in benchmark.suite_units(name):
+            if u.key not in seen:
+                seen.add(u.key)
+                units.append(u)
+    return units
 
 
-def run_config(algo: str, env: str) -> RunConfig:
-    agent_kwargs = {}
-    if FLAGS.hidden_dims:
-        dims = tuple(int(d) for d in FLAGS.hidden_dims)
-        agent_kwargs = {"actor_hidden_dims": dims, "critic_hidden_dims": dims}
-    return RunConfig(
-        env=env,
-        algo=algo,
-        seed=FLAGS.seed,
-        num_seeds=FLAGS.num_seeds,
-        max_steps=FLAGS.max_steps,
-        start_steps=FLAGS.start_steps,
-        eval_interval=FLAGS.eval_interval,
-        eval_episodes=FLAGS.eval_episodes,
-        checkpoint_interval=FLAGS.checkpoint_interval,
-        agent=get_algorithm(algo).config_cls(**agent_kwargs),
-    )
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _list(units: list[benchmark.Unit]) -> None:
+    done = {r["key"]: r for r in benchmark.load_units(FLAGS.units_dir)}
+    pending_s = 0.0
+    for u in units:
+        if u.key in done:
+            r = done[u.key]
+            print(
+                f"done     {u.key}  final return {r['final_return']:8.1f}  ({_minutes(r['wall_seconds'])}, {r['date'][:10]})"
+            )
+        else:
+            est = benchmark.estimated_seconds(u, FLAGS.units_dir)
+            pending_s += est
+            print(f"pending  {u.key}  est. {_minutes(est)} on one core")
+    n_done = sum(u.key in done for u in units)
+    print(f"{n_done}/{len(units)} done; pending: about {_minutes(pending_s)} of single-core time")
+
+
+def _commit(path: str, message: str) -> None:
+    repo = os.path.dirname(os.path.abspath(path))
+    for _ in range(10):
+        add = subprocess.run(["git", "-C", repo, "add", os.path.abspath(path)], capture_output=True, text=True)
+        commit = subprocess.run(
+            ["git", "-C", repo, "commit", "-q", "-m", message, "--", os.path.abspath(path)],
+            capture_output=True,
+            text=True,
+        )
+        if add.returncode == 0 and commit.returncode == 0:
+            return
+        time.sleep(3)  # another git process holds the index lock
+    logging.warning("could not commit %s: %s", path, commit.stderr.strip())
+
+
+def _run_pending(units: list[benchmark.Unit]) -> None:
+    order = benchmark.run_order(units, FLAGS.units_dir)
+    if FLAGS.max_units:
+        order = order[: FLAGS.max_units]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    workers = FLAGS.workers or len(cores)
+    deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")
+    os.makedirs(FLAGS.runs_dir, exist_ok=True)
+    print(f"{len(order)} unit(s) to run, {workers} at a time", flush=True)
+    running: dict[int, tuple[subprocess.Popen, benchmark.Unit, float]] = {}  # core slot -> process
+
+    def stop_all(*_):
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+        print("stopped; re-run the same command to resume the interrupted units from their checkpoints", flush=True)
+        sys.exit(1)
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    while order or running:
+        for slot in range(workers):
+            if slot in running or not order or time.time() >= deadline:
+                continue
+            unit = order.pop(0)
+            core = cores[slot % len(cores)]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                f"--suite={','.join(FLAGS.suite)}",
+                f"--unit={unit.key}",
+                f"--units_dir={FLAGS.units_dir}",
+                f"--runs_dir={FLAGS.runs_dir}",
+            ]
+            log = open(os.path.join(FLAGS.runs_dir, unit.key + ".log"), "a")  # noqa: SIM115
+            pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
+            running[slot] = (
+                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin),
+                unit,
+                time.time(),
+            )
+            print(f"start    {unit.key} on core {core}", flush=True)
+        if time.time() >= deadline and running:
+            print("time budget spent", flush=True)
+            stop_all()
+        time.sleep(2)
+        for slot, (proc, unit, started) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[slot]
+            path = unit.path(FLAGS.units_dir)
+            if proc.returncode == 0 and os.path.exists(path):
+                record = benchmark.load_unit(path)
+                print(
+                    f"done     {unit.key}: final return {record['final_return']:.1f} "
+                    f"({_minutes(time.time() - started)})",
+                    flush=True,
+                )
+                if FLAGS.git_commit:
+                    _commit(path, f"Learning unit {unit.key}: final return {record['final_return']:.1f}")
+            else:
+                print(f"FAILED   {unit.key} (exit {proc.returncode}); see {FLAGS.runs_dir}/{unit.key}.log", flush=True)
+        if time.time() >= deadline and not running:
+            break
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-    results = {}
-    for env in FLAGS.envs:
-        for algo in FLAGS.algos:
-            start = time.time()
-            result = train_and_evaluate(
-                run_config(algo, env), os.path.join(FLAGS.runs_dir, f"{algo}_{env}"), progress=FLAGS.progress
-            )
-            results[(env, algo)] = result["history"]
-            with open(os.path.join(FLAGS.out_dir, f"{env}_{algo}.csv"), "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=["step", "seed", "return_mean", "return_std"])
-                writer.writeheader()
-                writer.writerows(result["history"])
-            print(f"{algo} on {env}: {result['return_mean']:.1f} after {time.time() - start:.0f}s", flush=True)
+    try:
+        if FLAGS.report:
+            from qsm_jax import report
 
-    lines = []
-    for env in FLAGS.envs:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for algo in FLAGS.algos:
-            history = results[(env, algo)]
-            steps = sorted({h["step"] for h in history})
-            per_seed = {s: [h["return_mean"] for h in history if h["seed"] == s] for s in {h["seed"] for h in history}}
-            curves = np.array(list(per_seed.values()))  # (seeds, evals)
-            mean, std = curves.mean(0), curves.std(0)
-            ax.plot(steps, mean, label=algo.upper())
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-            finals, aucs = curves[:, -1], [auc(steps, list(c)) for c in curves]
-            lines.append(
-                f"| {env} | {algo.upper()} | {steps[-1]} | {finals.mean():.0f} +- {finals.std():.0f} | "
-                f"{np.mean(aucs):.0f} +- {np.std(aucs):.0f} | {len(curves)} |"
-            )
-        ax.set_title(f"{env}: mean +- std over {FLAGS.num_seeds} seeds")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("evaluation return")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(FLAGS.out_dir, f"{env}.png"), dpi=100)
-        plt.close(fig)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    table = (
-        "# Learning benchmark\n\n"
-        f"- command: `python {' '.join(sys.argv)}`\n- commit: `{commit}`\n- machine: {os.cpu_count()} CPU cores\n\n"
-        "| env | algorithm | env steps | final return (mean +- std over seeds) | AUC (mean return) | seeds |\n"
-        "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
-    )
-    with open(os.path.join(FLAGS.out_dir, "table.md"), "w") as f:
-        f.write(table)
-    print(table)
+            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite)
+            print(f"report written to {path}")
+            return
+        units = _units()
+        if FLAGS.unit:
+            match = [u for u in units if u.key == FLAGS.unit]
+            if not match:
+                raise ValueError(f"--unit={FLAGS.unit} is not a unit of --suite={','.join(FLAGS.suite)}")
+            record = benchmark.run_unit(match[0], FLAGS.units_dir, FLAGS.runs_dir, progress=FLAGS.progress)
+            print(f"{record['key']}: final return {record['final_return']:.1f}")
+            return
+        if FLAGS.list:
+            _list(units)
+            return
+        for name, value in (("max_units", FLAGS.max_units), ("workers", FLAGS.workers)):
+            if value < 0:
+                raise ValueError(f"--{name} must be >= 0, got {value}")
+        if FLAGS.time_budget < 0:
+            raise ValueError(f"--time_budget must be >= 0 minutes, got {FLAGS.time_budget}")
+        _run_pending(units)
+    except ValueError as e:
+        sys.exit(f"bench_learning.py: error: {e}")
 
 
 if __name__ == "__main__":

@@ -253,7 +253,8 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
 
     Returns:
       ``{"step", "return_mean", "return_std"}`` of the final evaluation (means over seeds),
-      ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row).
+      ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row:
+      ``step``, ``seed``, ``return_mean``, ``return_std`` and every episode's return, ``returns``).
     """
     os.makedirs(workdir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
@@ -296,9 +297,10 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
                 "seed": s,
                 "return_mean": float(returns[k].mean()),
                 "return_std": float(returns[k].std()),
+                "returns": [float(r) for r in returns[k]],
             }
             history.append(row)
-            writer.write(env_step, "eval", {k2: v for k2, v in row.items() if k2 != "step"})
+            writer.write(env_step, "eval", {k2: v for k2, v in row.items() if k2 not in ("step", "returns")})
         plot_learning_curve(history, plot_path, f"{config.algo.upper()} on {config.env}")
 
     def start_segment():

@@ -1,0 +1,239 @@
+"""Learning-benchmark units and suites: evidence that accumulates across sessions and machines.
+
+A **unit** is one training run: (algorithm, env, seed, max_steps, every other setting), i.e. one
+single-seed ``RunConfig``. A finished unit writes one small JSON file (``unit_record``) under
+``results/learning/units/``, named by its key, which ends in a hash of the full config: a unit with
+other settings is another file, never an overwrite. A unit whose file exists is done and skipped; a
+unit interrupted midway resumes from its run checkpoint (``runs/units/<key>``) on the same machine.
+
+A **suite** is a named list of units (``SUITES``), e.g. ``core100k``. ``experiments/bench_learning.py``
+lists, runs and reports suites; ``qsm_jax.report`` builds the tables and figures from unit files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from qsm_jax.algorithms import get_algorithm
+from qsm_jax.metrics import read_metrics
+from qsm_jax.train import RunConfig, train_and_evaluate
+
+SCHEMA = 1
+UNITS_DIR = os.path.join("results", "learning", "units")
+RUNS_DIR = os.path.join("runs", "units")
+
+# Settings every learning-benchmark unit shares (no per-task tuning): the reference agent defaults,
+# evaluation every 5k env steps over 10 episodes, a checkpoint every 10k steps (units resume).
+BENCH_SETTINGS = {"start_steps": 10_000, "eval_interval": 5_000, "eval_episodes": 10, "checkpoint_interval": 10_000}
+
+# Rough env steps/s of one unit pinned to one CPU core, used for time estimates until a unit of the
+# same (algo, env) has been measured (then its measured rate is used).
+PRIOR_STEPS_PER_S = {"qsm": 30.0, "sac": 80.0, "td3": 110.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One learning run: a single-seed ``RunConfig``, identified by ``key``."""
+
+    config: RunConfig
+
+    def __post_init__(self) -> None:
+        if self.config.num_seeds != 1:
+            raise ValueError(f"a unit is one seed: num_seeds must be 1, got {self.config.num_seeds}")
+
+    @property
+    def config_hash(self) -> str:
+        """First 10 hex digits of the SHA-256 of the full config as sorted JSON."""
+        text = json.dumps(self.config.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def key(self) -> str:
+        """``<algo>_<env>_seed<seed>_<steps>_<hash>``: file name of the unit and of its run folder."""
+        c = self.config
+        steps = f"{c.max_steps // 1000}k" if c.max_steps % 1000 == 0 else str(c.max_steps)
+        return f"{c.algo}_{c.env.replace('/', '-')}_seed{c.seed}_{steps}_{self.config_hash}"
+
+    def path(self, units_dir: str = UNITS_DIR) -> str:
+        return os.path.join(units_dir, self.key + ".json")
+
+    def done(self, units_dir: str = UNITS_DIR) -> bool:
+        return os.path.exists(self.path(units_dir))
+
+
+def make_unit(algo: str, env: str, seed: int, max_steps: int, agent: dict | None = None, **run: Any) -> Unit:
+    """A unit at the benchmark settings (``BENCH_SETTINGS``) with the algorithm's defaults, unless
+    overridden by ``agent`` (agent-config fields) or ``run`` (``RunConfig`` fields)."""
+    config = RunConfig(
+        env=env,
+        algo=algo,
+        seed=seed,
+        max_steps=max_steps,
+        agent=get_algorithm(algo).config_cls(**(agent or {})),
+        **{**BENCH_SETTINGS, **run},
+    )
+    return Unit(config)
+
+
+def _grid(algos, envs, seeds, max_steps, agent=None, **run) -> list[Unit]:
+    return [make_unit(a, e, s, max_steps, agent, **run) for a in algos for e in envs for s in seeds]
+
+
+# Named suites. Reference settings everywhere, no per-task tuning.
+SUITES: dict[str, Callable[[], list[Unit]]] = {
+    "core100k": lambda: _grid(("qsm", "sac", "td3"), ("Walker2d-v4", "Hopper-v4"), (0, 1, 2), 100_000),
+    # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
+    "smoke": lambda: _grid(
+        ("qsm", "sac", "td3"),
+        ("Pendulum-v1",),
+        (0, 1),
+        2_000,
+        agent={"actor_hidden_dims": (32, 32), "critic_hidden_dims": (32, 32)},
+        start_steps=500,
+        eval_interval=1_000,
+        eval_episodes=2,
+        checkpoint_interval=1_000,
+        buffer_size=10_000,
+    ),
+}
+
+
+def suite_units(name: str) -> list[Unit]:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; choose one of {sorted(SUITES)}")
+    return SUITES[name]()
+
+
+def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
+    """Expected wall-clock of ``unit`` on this kind of machine: its env steps over the mean measured
+    steps/s of finished units of the same (algo, env), or ``PRIOR_STEPS_PER_S`` if none."""
+    rates = [
+        r["env_steps_per_s"]
+        for r in load_units(units_dir)
+        if r["algo"] == unit.config.algo and r["env"] == unit.config.env and r.get("env_steps_per_s")
+    ]
+    rate = float(np.mean(rates)) if rates else PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
+    return unit.config.max_steps / rate
+
+
+def run_order(units: list[Unit], units_dir: str = UNITS_DIR) -> list[Unit]:
+    """Pending units, cheapest algorithms first; within an algorithm, seeds round-robin over envs
+    (seed 0 on every env, then seed 1, ...), so partial results cover every env early."""
+    pending = [u for u in units if not u.done(units_dir)]
+    cost = {}
+    for u in pending:
+        cost.setdefault(u.config.algo, estimated_seconds(u, units_dir))
+    envs = list(dict.fromkeys(u.config.env for u in units))
+    return sorted(pending, key=lambda u: (cost[u.config.algo], u.config.algo, u.config.seed, envs.index(u.config.env)))
+
+
+def _git(*args: str) -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def code_version() -> dict[str, Any]:
+    """The commit of the code that runs (the checkout holding this package) and whether tracked
+    files differ from it."""
+    return {"commit": _git("rev-parse", "HEAD") or "unknown", "dirty": bool(_git("status", "--porcelain", "-uno"))}
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, usable cores and JAX devices of this process."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import jax
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "devices": [str(d.device_kind) for d in jax.devices()]}
+
+
+def unit_record(unit: Unit, history: list[dict], wall_seconds: float, steps_per_s: float, resumed_from: int) -> dict:
+    """The JSON content of a finished unit's file."""
+    return {
+        "schema": SCHEMA,
+        "key": unit.key,
+        "algo": unit.config.algo,
+        "env": unit.config.env,
+        "seed": unit.config.seed,
+        "max_steps": unit.config.max_steps,
+        "config_hash": unit.config_hash,
+        "config": unit.config.to_dict(),
+        "curve": [{"step": h["step"], "returns": h["returns"]} for h in history],
+        "final_return": float(np.mean(history[-1]["returns"])),
+        **code_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "wall_seconds": round(wall_seconds, 1),
+        "env_steps_per_s": round(steps_per_s, 2),
+        "resumed_from_step": resumed_from,
+    }
+
+
+def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, progress: bool = False) -> dict:
+    """Trains ``unit`` (resuming its run folder if a previous process was interrupted) and writes
+    its file; returns the record. A unit whose file exists is not run again (its record is returned).
+
+    ``wall_seconds`` is the time of this process, and ``resumed_from_step`` the env step it started
+    from (0 for an uninterrupted unit); ``env_steps_per_s`` is the median of the training loop's
+    measured rates (its ``train`` metric rows), which does not depend on interruptions.
+    """
+    path = unit.path(units_dir)
+    if os.path.exists(path):
+        return load_unit(path)
+    workdir = os.path.join(runs_dir, unit.key)
+    resumed_from = 0
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+        from qsm_jax.checkpoint import RunCheckpointer
+
+        checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
+        resumed_from = checkpointer.latest_step() or 0
+        checkpointer.close()
+    start = time.time()
+    result = train_and_evaluate(unit.config, workdir, progress=progress)
+    wall = time.time() - start
+    rates = [r["env_steps_per_s"] for r in read_metrics(workdir, "train")]
+    # The first row after start includes compilation; the median ignores it.
+    steps_per_s = float(np.median(rates)) if rates else unit.config.max_steps / wall
+    record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from)
+    os.makedirs(units_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return record
+
+
+def load_unit(path: str) -> dict:
+    with open(path) as f:
+        record = json.load(f)
+    if record.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: unit schema {record.get('schema')!r}, this code reads {SCHEMA}")
+    return record
+
+
+def load_units(units_dir: str = UNITS_DIR) -> list[dict]:
+    """Every unit record in ``units_dir`` (none if it does not exist)."""
+    if not os.path.isdir(units_dir):
+        return []
+    return [load_unit(os.path.join(units_dir, n)) for n in sorted(os.listdir(units_dir)) if n.endswith(".json")]
