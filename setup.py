@@ -25,6 +25,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "tensorboardX>=2.6",
+        "rliable>=1.2",  # benchmark statistics (IQM, stratified bootstrap CIs, probability of improvement)
+        "pandas<3",  # rliable's arch does not import under pandas 3
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.5"]},
     classifiers=[

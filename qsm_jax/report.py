@@ -1,0 +1,273 @@
+"""The learning-benchmark report, rebuilt from unit files alone (``qsm_jax.benchmark``).
+
+``write_report(units_dir, out_dir, suites)`` writes ``out_dir/README.md`` (one table per suite: per
+env and algorithm the seeds done, the final return with a 95% t-interval over seeds, the IQM of the
+final evaluation episodes, each seed's final return and area under the curve, public figures at the
+same budget, and the pending units by name), one curve plot per (suite, env) with the mean over
+seeds and a 95% bootstrap band, and, once every algorithm of a suite has >= 3 seeds on every env,
+an aggregate figure: IQM of SAC-normalised final returns with stratified bootstrap 95% CIs and the
+probability that QSM improves on SAC (``rliable``, Agarwal et al., NeurIPS 2021).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+
+import matplotlib
+import numpy as np
+import scipy.stats
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from rliable import library as rly  # noqa: E402
+from rliable import metrics as rly_metrics  # noqa: E402
+
+from qsm_jax import benchmark  # noqa: E402
+
+
+BOOTSTRAP_REPS = 5_000
+MIN_SEEDS_AGGREGATE = 3
+
+# Published mean returns at the same env-step budget (ALGORITHM.md, "Public reference numbers";
+# the authors' raw result files): (env, algo, max_steps) -> return.
+PUBLIC = {("Walker2d-v4", "sac", 100_000): 690.0}
+
+
+def _interval_estimates(scores: dict, func, seed: int = 0) -> tuple[dict, dict]:
+    """``rliable``'s stratified bootstrap (95% percentile CIs), seeded for reproducible reports."""
+    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch calls deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        point, ci = rly.get_interval_estimates(
+            scores, func, reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed)
+        )
+    return point, {
+        k: np.reshape(v, (2, -1)).squeeze(-1) if np.ndim(v) == 2 and np.shape(v)[1] == 1 else v for k, v in ci.items()
+    }
+
+
+def seed_final(record: dict) -> float:
+    """A unit's final return: the mean over the episodes of its last evaluation."""
+    return float(np.mean(record["curve"][-1]["returns"]))
+
+
+def seed_auc(record: dict) -> float:
+    """Area under a unit's evaluation curve (episode means) divided by its step span: the mean
+    evaluation return over training."""
+    steps = np.array([c["step"] for c in record["curve"]], float)
+    means = np.array([np.mean(c["returns"]) for c in record["curve"]])
+    if len(steps) < 2:
+        return float(means[-1])
+    return float(np.trapezoid(means, steps) / (steps[-1] - steps[0]))
+
+
+def cell_stats(records: list[dict]) -> dict:
+    """Statistics of one (env, algo) cell over its seeds.
+
+    Returns:
+      ``n`` (seeds), ``seeds``, ``finals`` and ``aucs`` (per seed, in seed order), ``mean`` (of the
+      finals), ``ci`` (95% Student-t interval of that mean over seeds; None with one seed), ``iqm``
+      (interquartile mean of every final evaluation episode of every seed, as ``rliable`` computes
+      it: the 25%-trimmed mean) and ``auc`` (mean over seeds).
+    """
+    records = sorted(records, key=lambda r: r["seed"])
+    finals = np.array([seed_final(r) for r in records])
+    aucs = np.array([seed_auc(r) for r in records])
+    n = len(finals)
+    ci = None
+    if n >= 2:
+        half = scipy.stats.t.ppf(0.975, n - 1) * finals.std(ddof=1) / np.sqrt(n)
+        ci = (float(finals.mean() - half), float(finals.mean() + half))
+    episodes = np.concatenate([r["curve"][-1]["returns"] for r in records])
+    return {
+        "n": n,
+        "seeds": [r["seed"] for r in records],
+        "finals": finals.tolist(),
+        "aucs": aucs.tolist(),
+        "mean": float(finals.mean()),
+        "ci": ci,
+        "iqm": float(rly_metrics.aggregate_iqm(episodes)),
+        "auc": float(aucs.mean()),
+    }
+
+
+def _curves(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Common evaluation steps and per-seed episode-mean returns there, (seeds, steps)."""
+    steps = sorted(set.intersection(*({c["step"] for c in r["curve"]} for r in records)))
+    curves = np.array([[np.mean(c["returns"]) for c in r["curve"] if c["step"] in steps] for r in records])
+    return np.array(steps), curves
+
+
+def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (algo, records) in enumerate(cells.items()):
+        steps, curves = _curves(records)
+        mean = curves.mean(0)
+        ax.plot(steps, mean, color=f"C{i}", label=f"{algo.upper()} ({len(records)} seed{'s' * (len(records) > 1)})")
+        if len(records) >= 2:  # 95% bootstrap band of the mean over seeds, per step
+            _, band = _interval_estimates({algo: curves[:, None, :]}, lambda s: s.mean(axis=(0, 1)))
+            ax.fill_between(steps, band[algo][0], band[algo][1], color=f"C{i}", alpha=0.2)
+    ax.set_title(title)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("evaluation return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: list[str]) -> dict | None:
+    """IQM of SAC-normalised final returns over (seeds x envs) with stratified bootstrap CIs, and
+    P(QSM > SAC) (``rliable``), when every algorithm has >= 3 seeds on every env; else None.
+
+    Scores are normalised per env by the mean final return of SAC there, so SAC's IQM is near 1
+    and a score of 1.2 means 20% above SAC's mean. Runs are matched by seed rank within each env.
+    """
+    if "sac" not in algos or any(len(cells.get((e, a), [])) < MIN_SEEDS_AGGREGATE for e in envs for a in algos):
+        return None
+    runs = min(len(cells[(e, a)]) for e in envs for a in algos)
+    scale = {e: abs(np.mean([seed_final(r) for r in cells[(e, "sac")]])) for e in envs}
+    scores = {
+        a: np.array(
+            [[seed_final(r) / scale[e] for r in sorted(cells[(e, a)], key=lambda r: r["seed"])[:runs]] for e in envs]
+        ).T
+        for a in algos
+    }  # (runs, envs)
+    iqm, iqm_ci = _interval_estimates(scores, rly_metrics.aggregate_iqm)
+    out = {"runs": runs, "scores": scores, "iqm": iqm, "iqm_ci": iqm_ci}
+    if "qsm" in algos:
+        pairs = {f"{a},sac": (scores[a], scores["sac"]) for a in algos if a != "sac"}
+        poi, poi_ci = _interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
+        out.update(poi=poi, poi_ci=poi_ci)
+    return out
+
+
+def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
+    fig, axes = plt.subplots(1, 2 if "poi" in agg else 1, figsize=(9, 0.6 * len(algos) + 1.6), squeeze=False)
+    ax = axes[0, 0]
+    for i, a in enumerate(algos):
+        lo, hi = agg["iqm_ci"][a]
+        ax.barh(i, hi - lo, left=lo, color=f"C{i}", alpha=0.6, height=0.6)
+        ax.plot([agg["iqm"][a]] * 2, [i - 0.3, i + 0.3], color="k")
+    ax.set_yticks(range(len(algos)), [a.upper() for a in algos])
+    ax.set_xlabel("IQM of SAC-normalised final return (95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    if "poi" in agg:
+        ax = axes[0, 1]
+        names = list(agg["poi"])
+        for i, n in enumerate(names):
+            lo, hi = agg["poi_ci"][n]
+            ax.barh(i, float(hi - lo), left=float(lo), color="C7", alpha=0.6, height=0.6)
+            ax.plot([agg["poi"][n]] * 2, [i - 0.3, i + 0.3], color="k")
+        ax.axvline(0.5, color="k", ls="--", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_yticks(range(len(names)), [f"P({n.split(',')[0].upper()} > SAC)" for n in names])
+        ax.set_xlabel("probability of improvement (95% CI)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.0f}"
+
+
+def suite_section(name: str, units_dir: str, out_dir: str) -> str:
+    """The markdown section of one suite; writes its plots into ``out_dir``."""
+    units = benchmark.suite_units(name)
+    records = {r["key"]: r for r in benchmark.load_units(units_dir)}
+    envs = list(dict.fromkeys(u.config.env for u in units))
+    algos = list(dict.fromkeys(u.config.algo for u in units))
+    cells, pending = defaultdict(list), defaultdict(list)
+    for u in units:
+        (cells if u.key in records else pending)[(u.config.env, u.config.algo)].append(records.get(u.key, u))
+    steps = sorted({u.config.max_steps for u in units})
+    done = sum(len(v) for v in cells.values())
+    lines = [
+        f"## Suite `{name}`: {len(units)} units, {done} done, {len(units) - done} pending",
+        "",
+        f"{', '.join(envs)} x {', '.join(a.upper() for a in algos)} x seeds "
+        f"{sorted({u.config.seed for u in units})} x {', '.join(str(s) for s in steps)} env steps, "
+        "the same settings on every task. Final return = mean over the episodes of the last evaluation; "
+        "95% CI = Student-t interval of the mean over seeds; IQM = interquartile mean of every final episode "
+        "of every seed; AUC = mean evaluation return over training (area under the curve / steps).",
+        "",
+        "| env | algorithm | seeds done | final return, mean [95% CI] | IQM | final return per seed | AUC per seed "
+        "| public, same budget | pending |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for env in envs:
+        for algo in algos:
+            recs, pend = cells.get((env, algo), []), pending.get((env, algo), [])
+            budget = max(u.config.max_steps for u in units if u.config.env == env and u.config.algo == algo)
+            public = PUBLIC.get((env, algo, budget))
+            public = f"{public:.0f} ({algo.upper()}, ALGORITHM.md)" if public is not None else "-"
+            pend_text = ", ".join(f"seed {u.config.seed}" for u in pend) or "-"
+            if not recs:
+                lines.append(f"| {env} | {algo.upper()} | 0 | pending | - | - | - | {public} | {pend_text} |")
+                continue
+            s = cell_stats(recs)
+            ci = f"[{_fmt(s['ci'][0])}, {_fmt(s['ci'][1])}]" if s["ci"] else "[one seed: no CI]"
+            per_seed = ", ".join(f"{_fmt(f)} (s{sd})" for f, sd in zip(s["finals"], s["seeds"], strict=True))
+            aucs = ", ".join(_fmt(a) for a in s["aucs"])
+            lines.append(
+                f"| {env} | {algo.upper()} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
+                f"| {aucs} | {public} | {pend_text} |"
+            )
+    lines.append("")
+    for env in envs:
+        env_cells = {a: cells[(env, a)] for a in algos if cells.get((env, a))}
+        if not env_cells:
+            lines.append(f"{env}: no finished unit yet (plot pending).\n")
+            continue
+        png = f"{name}_{env.replace('/', '-')}.png"
+        _plot_env(os.path.join(out_dir, png), env, env_cells, f"{name}: {env} (mean over seeds, 95% bootstrap band)")
+        lines.append(f"![{env}]({png})\n")
+    agg = aggregate(cells, envs, algos)
+    if agg is None:
+        lines.append(
+            f"Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending until every algorithm has "
+            f">= {MIN_SEEDS_AGGREGATE} seeds on every env.\n"
+        )
+    else:
+        png = f"{name}_aggregate.png"
+        _plot_aggregate(os.path.join(out_dir, png), agg, algos, f"{name}: {agg['runs']} runs x {len(envs)} envs")
+        lines.append(f"Aggregate over {len(envs)} envs x {agg['runs']} seeds (SAC-normalised final return, rliable):\n")
+        lines.append("| algorithm | IQM [95% stratified bootstrap CI] |\n|---|---|")
+        for a in algos:
+            lo, hi = agg["iqm_ci"][a]
+            lines.append(f"| {a.upper()} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] |")
+        for n, p in agg.get("poi", {}).items():
+            lo, hi = agg["poi_ci"][n]
+            lines.append(f"\nP({n.split(',')[0].upper()} > SAC) = {float(p):.2f} [{float(lo):.2f}, {float(hi):.2f}]")
+        lines.append(f"\n![aggregate]({png})\n")
+    return "\n".join(lines)
+
+
+def write_report(units_dir: str, out_dir: str, suites: list[str]) -> str:
+    """Writes ``out_dir/README.md`` and its plots for ``suites`` from the unit files; returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    records = benchmark.load_units(units_dir)
+    commits = sorted({r["commit"][:7] + (" (dirty)" if r["dirty"] else "") for r in records})
+    cpus = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} core)" for r in records})
+    header = [
+        "# Learning benchmark",
+        "",
+        f"Built by `python experiments/bench_learning.py --report --suite={','.join(suites)}` from the "
+        f"{len(records)} unit files in `{units_dir}` alone; never edited by hand. Each unit file names "
+        "the commit that computed it, the machine, the date and the full config.",
+        "",
+        f"- commits of the units: {', '.join(commits) or 'none yet'}",
+        f"- machines: {'; '.join(cpus) or 'none yet'}",
+        "- run the pending units: `python experiments/bench_learning.py --suite=<suite>` "
+        "(`--list` shows them with time estimates)",
+        "",
+    ]
+    body = [suite_section(name, units_dir, out_dir) for name in suites]
+    path = os.path.join(out_dir, "README.md")
+    with open(path, "w") as f:
+        f.write("\n".join(header + body))
+    return path

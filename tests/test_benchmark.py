@@ -1,0 +1,193 @@
+"""Learning-benchmark units (run, skip, resume, identity) and the report's statistics and outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from qsm_jax import benchmark, report
+from qsm_jax.train import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16), "time_features": 8, "time_hidden_dims": (16,)}
+TIMING = ("wall_seconds", "env_steps_per_s", "date", "resumed_from_step", "machine")
+
+
+def _unit(seed=0, **run):
+    settings = dict(
+        start_steps=100, eval_interval=200, eval_episodes=2, checkpoint_interval=200, buffer_size=1000, batch_size=32
+    )
+    return benchmark.make_unit("qsm", "Pendulum-v1", seed, 400, agent=TINY, **{**settings, **run})
+
+
+def test_unit_writes_its_file_skips_when_done_and_new_settings_make_a_new_unit(tmp_path, monkeypatch):
+    units_dir, runs_dir = str(tmp_path / "units"), str(tmp_path / "runs")
+    unit = _unit()
+    record = benchmark.run_unit(unit, units_dir, runs_dir)
+    with open(unit.path(units_dir)) as f:
+        assert json.load(f) == record
+    assert record["key"] == unit.key and unit.key.startswith("qsm_Pendulum-v1_seed0_400_")
+    assert (record["algo"], record["env"], record["seed"], record["max_steps"]) == ("qsm", "Pendulum-v1", 0, 400)
+    assert record["config"] == unit.config.to_dict()
+    assert [c["step"] for c in record["curve"]] == [200, 400]
+    assert all(len(c["returns"]) == 2 for c in record["curve"])
+    assert record["final_return"] == pytest.approx(np.mean(record["curve"][-1]["returns"]))
+    assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
+    assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1 and record["date"].startswith("20")
+    assert record["wall_seconds"] > 0 and record["env_steps_per_s"] > 0 and record["resumed_from_step"] == 0
+
+    # Done: a second call does not train again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished unit was run again")
+
+    monkeypatch.setattr(benchmark, "train_and_evaluate", no_training)
+    assert benchmark.run_unit(unit, units_dir, runs_dir) == record
+    assert benchmark.run_order([unit], units_dir) == []
+
+    # Any other setting is another unit (another key and file), never an overwrite.
+    others = [_unit(seed=1), _unit(eval_episodes=3), benchmark.make_unit("qsm", "Pendulum-v1", 0, 400, agent=TINY)]
+    others.append(benchmark.make_unit("qsm", "Pendulum-v1", 0, 400, agent={**TINY, "alpha": 10.0}))
+    keys = {unit.key, *(u.key for u in others)}
+    assert len(keys) == 5 and not any(u.done(units_dir) for u in others)
+    assert _unit().key == unit.key  # stable
+
+
+def test_interrupted_unit_resumes_and_equals_an_uninterrupted_one(tmp_path):
+    unit = _unit(seed=2)
+    full = benchmark.run_unit(unit, str(tmp_path / "a_units"), str(tmp_path / "a_runs"))
+    # Interrupt: the same run stopped at its first checkpoint (step 200) in the unit's run folder.
+    partial = unit.config.__class__(**{**unit.config.__dict__, "max_steps": 200})
+    train_and_evaluate(partial, str(tmp_path / "b_runs" / unit.key), progress=False)
+    resumed = benchmark.run_unit(unit, str(tmp_path / "b_units"), str(tmp_path / "b_runs"))
+    assert resumed["resumed_from_step"] == 200
+    strip = lambda r: {k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
+    assert strip(resumed) == strip(full)
+
+
+def test_suites_and_run_order():
+    core = benchmark.suite_units("core100k")
+    assert len(core) == 18 and len({u.key for u in core}) == 18
+    assert {(u.config.algo, u.config.env, u.config.seed, u.config.max_steps) for u in core} == {
+        (a, e, s, 100_000) for a in ("qsm", "sac", "td3") for e in ("Walker2d-v4", "Hopper-v4") for s in (0, 1, 2)
+    }
+    # Reference settings: the algorithms' default configs, no per-task tuning.
+    for u in core:
+        assert u.config.agent == type(u.config.agent)()
+    order = benchmark.run_order(core, "/nonexistent")
+    algos = [u.config.algo for u in order]
+    assert algos.index("qsm") > max(i for i, a in enumerate(algos) if a != "qsm")  # cheap ones first
+    qsm = [(u.config.seed, u.config.env) for u in order if u.config.algo == "qsm"]
+    assert qsm[:2] == [(0, "Walker2d-v4"), (0, "Hopper-v4")]  # seeds round-robin over envs
+    with pytest.raises(ValueError, match="unknown suite"):
+        benchmark.suite_units("nope")
+
+
+def _fake_record(unit, finals_per_step, episodes=4, rng=None):
+    """A unit record with a synthetic curve: at each eval step, ``episodes`` returns around the value."""
+    curve = []
+    for i, value in enumerate(finals_per_step):
+        returns = value + rng.normal(0, 10, episodes)
+        curve.append({"step": (i + 1) * 5000, "returns": returns.tolist()})
+    return benchmark.unit_record(unit, curve, 1.0, 1.0, 0)
+
+
+@pytest.fixture
+def fixture_suite(tmp_path, monkeypatch):
+    envs, algos, seeds = ("Walker2d-v4", "Hopper-v4"), ("qsm", "sac"), (0, 1, 2)
+    units = [benchmark.make_unit(a, e, s, 20_000) for a in algos for e in envs for s in seeds]
+    monkeypatch.setitem(benchmark.SUITES, "fixture", lambda: units)
+    rng = np.random.default_rng(0)
+    units_dir = tmp_path / "units"
+    units_dir.mkdir()
+    records = {}
+    for u in units:
+        base = {"qsm": 450.0, "sac": 500.0}[u.config.algo] * (2 if u.config.env == "Hopper-v4" else 1)
+        rec = _fake_record(u, base * np.array([0.2, 0.5, 0.8, 1.0]) + 40 * u.config.seed, rng=rng)
+        records[u.key] = rec
+        (units_dir / f"{u.key}.json").write_text(json.dumps(rec))
+    return units, records, str(units_dir), tmp_path / "out"
+
+
+def test_report_statistics_equal_numpy(fixture_suite):
+    units, records, units_dir, out = fixture_suite
+    path = report.write_report(units_dir, str(out), ["fixture"])
+    text = open(path).read()
+    for env in ("Walker2d-v4", "Hopper-v4"):
+        for algo in ("qsm", "sac"):
+            recs = [records[u.key] for u in units if (u.config.env, u.config.algo) == (env, algo)]
+            finals = np.array([np.mean(r["curve"][-1]["returns"]) for r in recs])
+            half = scipy.stats.t.ppf(0.975, 2) * finals.std(ddof=1) / np.sqrt(3)
+            episodes = np.sort(np.concatenate([r["curve"][-1]["returns"] for r in recs]))
+            iqm = episodes[3:9].mean()  # 12 episodes: the middle half
+            aucs = [
+                sum((m[i] + m[i + 1]) / 2 * 5000 for i in range(3)) / 15000
+                for m in ([np.mean(c["returns"]) for c in r["curve"]] for r in recs)
+            ]
+            s = report.cell_stats(recs)
+            assert s["n"] == 3 and s["seeds"] == [0, 1, 2]
+            np.testing.assert_allclose(s["finals"], finals)
+            np.testing.assert_allclose(s["mean"], finals.mean())
+            np.testing.assert_allclose(s["ci"], (finals.mean() - half, finals.mean() + half))
+            np.testing.assert_allclose(s["iqm"], iqm)
+            np.testing.assert_allclose(s["aucs"], aucs)
+            row = f"| {env} | {algo.upper()} | 3 | {finals.mean():.0f} [{finals.mean() - half:.0f}, "
+            assert row in text
+    # Aggregate: SAC-normalised final returns; IQM point estimate and P(QSM > SAC) against NumPy.
+    cells = {}
+    for u in units:
+        cells.setdefault((u.config.env, u.config.algo), []).append(records[u.key])
+    agg = report.aggregate(cells, ["Walker2d-v4", "Hopper-v4"], ["qsm", "sac"])
+    scale = {e: np.mean([report.seed_final(r) for r in cells[(e, "sac")]]) for e in ("Walker2d-v4", "Hopper-v4")}
+    scores = {
+        a: np.array([[report.seed_final(r) / scale[e] for r in cells[(e, a)]] for e in scale]).T for a in ("qsm", "sac")
+    }
+    for a in ("qsm", "sac"):
+        flat = np.sort(scores[a].ravel())  # 6 scores: trim 25% -> int(1.5) = 1 from each end
+        np.testing.assert_allclose(agg["iqm"][a], flat[1:5].mean())
+        lo, hi = agg["iqm_ci"][a]
+        assert lo <= agg["iqm"][a] <= hi
+    poi = np.mean(
+        [
+            np.mean([(x > y) + 0.5 * (x == y) for x in scores["qsm"][:, t] for y in scores["sac"][:, t]])
+            for t in range(2)
+        ]
+    )
+    np.testing.assert_allclose(agg["poi"]["qsm,sac"], poi)
+    assert 0 < poi < 1 and f"P(QSM > SAC) = {poi:.2f}" in text
+    for png in ("fixture_Walker2d-v4.png", "fixture_Hopper-v4.png", "fixture_aggregate.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_report_marks_missing_units_pending(fixture_suite):
+    units, records, units_dir, out = fixture_suite
+    missing = [u for u in units if u.config.algo == "qsm" and u.config.env == "Hopper-v4"]
+    os.remove(missing[2].path(units_dir))
+    for u in (u for u in units if u.config.algo == "sac" and u.config.env == "Walker2d-v4"):
+        os.remove(u.path(units_dir))
+    text = open(report.write_report(units_dir, str(out), ["fixture"])).read()
+    assert "## Suite `fixture`: 12 units, 8 done, 4 pending" in text
+    assert "| Hopper-v4 | QSM | 2 |" in text and text.count("| seed 2 |") >= 1
+    assert "| Walker2d-v4 | SAC | 0 | pending | - | - | - | - | seed 0, seed 1, seed 2 |" in text
+    assert "Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending" in text
+    assert (out / "fixture_Hopper-v4.png").exists() and not (out / "fixture_aggregate.png").exists()
+
+
+def test_bench_learning_list_and_errors(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
+    script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    out = subprocess.run(
+        [sys.executable, script, "--suite=core100k", "--list", f"--units_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 18
+    assert lines[-1].startswith("0/18 done")
+    bad = subprocess.run([sys.executable, script, "--suite=nope", "--list"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "unknown suite 'nope'" in bad.stderr
