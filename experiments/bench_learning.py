@@ -61,9 +61,8 @@ def _list(units: list[benchmark.Unit]) -> None:
     for u in units:
         if u.key in done:
             r = done[u.key]
-            print(
-                f"done     {u.key}  final return {r['final_return']:8.1f}  ({_minutes(r['wall_seconds'])}, {r['date'][:10]})"
-            )
+            took = _minutes(r["wall_seconds"])
+            print(f"done     {u.key}  final return {r['final_return']:8.1f}  ({took}, {r['date'][:10]})")
         else:
             est = benchmark.estimated_seconds(u, FLAGS.units_dir)
             pending_s += est

@@ -15,7 +15,16 @@ from qsm_jax.algorithms import ALGORITHMS, get_algorithm  # noqa: E402
 from qsm_jax.config import QSMConfig  # noqa: E402
 from qsm_jax.train import RunConfig, train_and_evaluate  # noqa: E402
 
-QSM_ONLY = ("alpha", "diffusion_steps", "beta_schedule", "temperature")
+QSM_ONLY = (
+    "alpha",
+    "diffusion_steps",
+    "beta_schedule",
+    "temperature",
+    "score_target",
+    "lam",
+    "normalize_grad",
+    "num_action_samples",
+)
 
 _RUN, _AGENT = RunConfig(), QSMConfig()
 FLAGS = flags.FLAGS
@@ -37,6 +46,17 @@ flags.DEFINE_float("alpha", _AGENT.alpha, "Score scale M_q: the denoiser is regr
 flags.DEFINE_integer("diffusion_steps", _AGENT.diffusion_steps, "Number of diffusion levels T.")
 flags.DEFINE_enum("beta_schedule", _AGENT.beta_schedule, ["vp", "linear", "cosine"], "Noise schedule.")
 flags.DEFINE_float("temperature", _AGENT.temperature, "Scale of the noise injected in the reverse chain.")
+flags.DEFINE_enum(
+    "score_target",
+    _AGENT.score_target,
+    ["qsm", "tilted", "mirror"],
+    "Denoiser target: qsm (reference, -alpha grad Q), tilted or mirror (README, 'QSM variants').",
+)
+flags.DEFINE_float("lam", _AGENT.lam, "Temperature of the tilted / mirror targets (smaller = greedier).")
+flags.DEFINE_bool("normalize_grad", _AGENT.normalize_grad, "Divide grad_a Q by its running RMS (scale-free alpha/lam).")
+flags.DEFINE_integer(
+    "num_action_samples", _AGENT.num_action_samples, "Act with the best (highest Q) of N chain samples."
+)
 flags.DEFINE_list(
     "actor_hidden_dims", [], "Actor hidden sizes; default the algorithm's (QSM 512,512; SAC, TD3 256,256)."
 )

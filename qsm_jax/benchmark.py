@@ -37,6 +37,17 @@ RUNS_DIR = os.path.join("runs", "units")
 # evaluation every 5k env steps over 10 episodes, a checkpoint every 10k steps (units resume).
 BENCH_SETTINGS = {"start_steps": 10_000, "eval_interval": 5_000, "eval_episodes": 10, "checkpoint_interval": 10_000}
 
+# Agent settings added after the first units were computed, with the value that reproduces the
+# code those units ran (see ``Unit.config_hash``). Add a setting here only with such a value.
+ADDED_AGENT_SETTINGS = {
+    "score_target": "qsm",
+    "lam": 1.0,
+    "normalize_grad": False,
+    "grad_rms_decay": 0.99,
+    "num_action_samples": 1,
+}
+_NONE = object()
+
 # Rough env steps/s of one unit pinned to one CPU core, used for time estimates until a unit of the
 # same (algo, env) has been measured (then its measured rate is used).
 PRIOR_STEPS_PER_S = {"qsm": 30.0, "sac": 80.0, "td3": 110.0}
@@ -54,8 +65,12 @@ class Unit:
 
     @property
     def config_hash(self) -> str:
-        """First 10 hex digits of the SHA-256 of the full config as sorted JSON."""
-        text = json.dumps(self.config.to_dict(), sort_keys=True)
+        """First 10 hex digits of the SHA-256 of the full config as sorted JSON, leaving out the
+        agent settings added after units were first computed while they hold the value that
+        reproduces the earlier code (``ADDED_AGENT_SETTINGS``), so existing units keep their key."""
+        d = self.config.to_dict()
+        d["agent"] = {k: v for k, v in d["agent"].items() if ADDED_AGENT_SETTINGS.get(k, _NONE) != v}
+        text = json.dumps(d, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     @property

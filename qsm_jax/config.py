@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 BETA_SCHEDULES = ("vp", "linear", "cosine")
+SCORE_TARGETS = ("qsm", "tilted", "mirror")
 
 
 def _positive_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
@@ -44,9 +45,22 @@ class QSMConfig:
       alpha: scale of the score target ``-alpha * grad_a Q`` (``M_q`` in the reference code).
         It must match the scale of Q (ALGORITHM.md, last section).
       temperature: scale of the noise injected at each reverse step.
-      clip_sampler: clip the chain to [-1, 1] after every reverse step.
+      clip_sampler: clip the chain to [-1, 1] after every reverse step (the final output is
+        clipped either way, as in the reference).
       exploration_noise: std of the Gaussian added to training actions.
       target_noise: std of the Gaussian added to the critic's target actions.
+      score_target: what the denoiser is regressed onto (``losses.score_target``), with
+        ``g = grad_a Q(s, a_k)`` and ``a_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps``:
+        ``"qsm"`` (the reference): ``-alpha g``;
+        ``"tilted"``: ``-sqrt(1 - abar_k) g / lam``, the score of ``exp(Q / lam)`` at every level;
+        ``"mirror"``: ``eps - sqrt(1 - abar_k) g / lam``, the replay distribution tilted by
+        ``exp(Q / lam)`` (a KL-regularised policy-improvement step with a pull-back term).
+      lam: temperature of the tilt in "tilted" and "mirror" (smaller = greedier).
+      normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
+        ``alpha`` / ``lam`` do not depend on the reward scale.
+      grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
+      num_action_samples: acting and evaluation draw N chain samples per observation and keep the
+        one with the highest mean online Q (exploration noise is added after the choice).
     """
 
     actor_hidden_dims: tuple[int, ...] = (512, 512)
@@ -66,9 +80,29 @@ class QSMConfig:
     clip_sampler: bool = True
     exploration_noise: float = 0.1
     target_noise: float = 0.1
+    score_target: str = "qsm"
+    lam: float = 1.0
+    normalize_grad: bool = False
+    grad_rms_decay: float = 0.99
+    num_action_samples: int = 1
 
     def __post_init__(self) -> None:
-        check_agent_config(self, dims=("time_hidden_dims",), positive=("alpha",))
+        check_agent_config(self, dims=("time_hidden_dims",), positive=("alpha", "lam"))
+        _check(
+            self.score_target in SCORE_TARGETS,
+            f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
+        )
+        _check(isinstance(self.normalize_grad, bool), f"normalize_grad must be a bool, got {self.normalize_grad!r}")
+        _check(
+            _finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,
+            f"grad_rms_decay must be in [0, 1), got {self.grad_rms_decay}",
+        )
+        _check(
+            isinstance(self.num_action_samples, int)
+            and not isinstance(self.num_action_samples, bool)
+            and self.num_action_samples >= 1,
+            f"num_action_samples must be an integer >= 1, got {self.num_action_samples!r}",
+        )
         _check(
             self.time_features > 0 and self.time_features % 2 == 0,
             f"time_features must be a positive even integer, got {self.time_features}",

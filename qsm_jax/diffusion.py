@@ -93,6 +93,7 @@ def ddpm_sample(
       x <- (x - beta_k / sqrt(1 - alphabar_k) * eps(s, x, k)) / sqrt(alpha_k)
       x <- x + sqrt(beta_k) * temperature * z   (z ~ N(0, I); skipped at k = 0)
       x <- clip(x, -1, 1)                        (if ``clip``)
+    x_0 <- clip(x_0, -1, 1)                      (always, as the reference does)
 
     Args:
       eps_fn: denoiser ``eps_fn(observations (B, S), x (B, A), level (1, 1) float) -> (B, A)``; the
@@ -102,10 +103,10 @@ def ddpm_sample(
       schedule: noise schedule with T levels.
       action_dim: A.
       temperature: scale of the injected noise.
-      clip: clip to [-1, 1] after every step.
+      clip: clip to [-1, 1] after every step (the final output is clipped either way).
 
     Returns:
-      Actions x_0, (B, A).
+      Actions x_0 in [-1, 1], (B, A).
     """
     batch = observations.shape[0]
     num_steps = schedule.betas.shape[0]
@@ -126,4 +127,4 @@ def ddpm_sample(
     levels = jnp.arange(num_steps - 1, -1, -1)
     # Unrolled (T is small and static): XLA fuses across steps and drops the loop overhead.
     x, _ = jax.lax.scan(step, x, (levels, noise), unroll=True)
-    return x
+    return x if clip else jnp.clip(x, -1.0, 1.0)

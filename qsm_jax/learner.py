@@ -27,6 +27,9 @@ class QSMState(struct.PyTreeNode):
       key: raw uint32 PRNG key data (2,), advanced by every ``train_step``; stored raw, not as a
         typed key, so that checkpoints and ``chex`` tree checks handle it like any array.
       step: number of ``train_step`` calls so far, int32 scalar.
+      grad_sq: running mean of mean(g^2), g = grad_a Q at the noised actions, float32 scalar
+        (bias-corrected by ``losses.update_grad_rms``); updated every step, used to normalise g
+        when ``config.normalize_grad``.
       config: static settings (not a pytree leaf; changing it recompiles).
       obs_dim, action_dim: static sizes S and A.
     """
@@ -36,6 +39,7 @@ class QSMState(struct.PyTreeNode):
     target_critic_params: Any
     key: jax.Array
     step: jax.Array
+    grad_sq: jax.Array
     config: QSMConfig = struct.field(pytree_node=False)
     obs_dim: int = struct.field(pytree_node=False)
     action_dim: int = struct.field(pytree_node=False)
@@ -96,6 +100,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
         target_critic_params=jax.tree.map(jnp.copy, critic.params),  # own buffers: states can be donated
         key=key,
         step=jnp.zeros((), jnp.int32),
+        grad_sq=jnp.zeros((), jnp.float32),
         config=config,
         obs_dim=obs_dim,
         action_dim=action_dim,
@@ -120,7 +125,8 @@ def _chain(state: QSMState, actor_params: Any, observations: jax.Array, key: jax
 def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.Array]]:
     """One QSM update: critic TD step, Polyak target update, then the Q-score matching actor step.
 
-    The actor step uses the critics just updated, as the reference code does.
+    The actor step uses the critics just updated, as the reference code does; its target is
+    ``config.score_target`` (the reference's -alpha grad_a Q by default).
 
     Args:
       state: current agent.
@@ -167,7 +173,12 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         jax.random.normal(noise_key, batch.actions.shape),
         schedule.alpha_bars,
         cfg.alpha,
+        target=cfg.score_target,
+        lam=cfg.lam,
+        grad_rms=losses.GradRMS(state.grad_sq, state.step + 1, cfg.grad_rms_decay),
+        normalize_grad=cfg.normalize_grad,
     )
+    grad_sq = actor_aux.pop("grad_sq")
     actor = state.actor.apply_gradients(grads=actor_grads)
     new_state = state.replace(
         actor=actor,
@@ -175,6 +186,7 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         target_critic_params=target_critic_params,
         key=key,
         step=state.step + 1,
+        grad_sq=grad_sq,
     )
     return new_state, {**critic_aux, **actor_aux}
 
@@ -182,17 +194,30 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
 def policy_sample(state: QSMState, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
     """Traceable policy sampling for use inside other jitted code (see ``sample_actions``).
 
+    With ``config.num_action_samples = N > 1``, N chain samples are drawn per observation and the
+    one with the highest mean online Q is kept (best-of-N); N = 1 is the plain chain.
+
     Args:
       state: agent.
       observations: (B, S).
       key: PRNG key.
-      explore: add ``config.exploration_noise`` Gaussian noise and re-clip (training actions).
+      explore: add ``config.exploration_noise`` Gaussian noise (after the best-of-N choice) and
+        re-clip (training actions).
 
     Returns:
       Actions in [-1, 1], (B, A).
     """
     chain_key, noise_key = jax.random.split(key)
-    actions = _chain(state, state.actor.params, observations, chain_key)
+    n = state.config.num_action_samples
+    if n == 1:
+        actions = _chain(state, state.actor.params, observations, chain_key)
+    else:
+        batch = observations.shape[0]
+        tiled = jnp.tile(observations, (n, 1))  # (N * B, S), candidate i of obs b at row i * B + b
+        candidates = _chain(state, state.actor.params, tiled, chain_key)  # (N * B, A)
+        q = state.critic.apply_fn({"params": state.critic.params}, tiled, candidates).mean(axis=0)
+        best = jnp.argmax(q.reshape(n, batch), axis=0)  # (B,)
+        actions = candidates.reshape(n, batch, -1)[best, jnp.arange(batch)]
     if explore:
         noise = state.config.exploration_noise * jax.random.normal(noise_key, actions.shape)
         actions = jnp.clip(actions + noise, -1.0, 1.0)

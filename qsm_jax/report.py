@@ -26,7 +26,6 @@ from rliable import metrics as rly_metrics  # noqa: E402
 
 from qsm_jax import benchmark  # noqa: E402
 
-
 BOOTSTRAP_REPS = 5_000
 MIN_SEEDS_AGGREGATE = 3
 

@@ -1,5 +1,6 @@
 """The fused training path: same numbers as plain `train_step` calls, seeds, vector envs, sharding."""
 
+import dataclasses
 import json
 import os
 import re
@@ -66,9 +67,13 @@ def test_sample_after_add_equals_sample_of_added(stored):
     )
 
 
-def test_fused_step_equals_repeated_train_step():
+VARIANT_AGENT = dataclasses.replace(TINY_AGENT, score_target="mirror", normalize_grad=True, num_action_samples=4)
+
+
+@pytest.mark.parametrize("agent", [TINY_AGENT, VARIANT_AGENT], ids=["reference", "mirror-normalized-best-of-4"])
+def test_fused_step_equals_repeated_train_step(agent):
     key = jax.random.key(0)
-    state = qsm_jax.create_train_state(key, OBS, ACT, TINY_AGENT)
+    state = qsm_jax.create_train_state(key, OBS, ACT, agent)
     buffer = replay_add(replay_init(64, OBS, ACT), _transitions(1, 40))
     new = _transitions(2, 2)
     next_obs = jnp.asarray(_transitions(3, 2).observations)
