@@ -34,6 +34,24 @@ SMALL = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
 AGENTS = [
     ("QSM, reference (alpha 50, T 5)", "qsm", QSMConfig(**SMALL)),
     ("QSM, alpha 3, T 20, temperature 0.7", "qsm", QSMConfig(**SMALL, alpha=3.0, diffusion_steps=20, temperature=0.7)),
+    # The variants at the reference T = 5, with grad_a Q normalised by its running RMS, so that alpha / lam
+    # are set without knowing Q's scale (not tuned on this bandit: alpha 1, lam 0.1 a priori).
+    ("QSM, normalised grad, alpha 1", "qsm", QSMConfig(**SMALL, alpha=1.0, normalize_grad=True)),
+    (
+        "tilted, normalised grad, lam 0.1",
+        "qsm",
+        QSMConfig(**SMALL, score_target="tilted", lam=0.1, normalize_grad=True),
+    ),
+    (
+        "mirror, normalised grad, lam 0.1",
+        "qsm",
+        QSMConfig(**SMALL, score_target="mirror", lam=0.1, normalize_grad=True),
+    ),
+    (
+        "mirror, normalised grad, lam 0.1, best of 8",
+        "qsm",
+        QSMConfig(**SMALL, score_target="mirror", lam=0.1, normalize_grad=True, num_action_samples=8),
+    ),
     ("SAC, reference (initial temperature 1)", "sac", SACConfig(**SMALL)),
     ("SAC, initial temperature 0.1", "sac", SACConfig(**SMALL, initial_temperature=0.1)),
 ]
@@ -44,9 +62,14 @@ def main(argv):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     grid = np.linspace(-1, 1, 201)
     landscape = reward(np.stack(np.meshgrid(grid, grid), -1))
-    fig, axes = plt.subplots(1, len(AGENTS), figsize=(4.2 * len(AGENTS), 4.4))
+    cols = 4
+    rows_n = -(-len(AGENTS) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 4.4 * rows_n), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(AGENTS) :]:
+        ax.axis("off")
     rows = []
-    for ax, (title, algo, config) in zip(axes, AGENTS, strict=True):
+    for ax, (title, algo, config) in zip(axes, AGENTS, strict=False):
         _, s = train_on_bandit(algo, config, updates=FLAGS.updates, seed=FLAGS.seed)
         ax.contourf(grid, grid, landscape, levels=20, cmap="viridis")
         ax.scatter(*s["samples"][:1500].T, s=2, c="white", alpha=0.6)
@@ -69,7 +92,7 @@ def main(argv):
             "# Multi-modality on a 2-D bandit with four equal peaks\n\n"
             f"- command: `python {' '.join(sys.argv)}`\n- commit: `{commit}`\n"
             f"- {FLAGS.updates} updates per agent, 64x64 networks, seed {FLAGS.seed}; 4096 policy samples "
-            "(QSM: the reverse chain; SAC: its tanh-Gaussian sample)\n"
+            "(QSM: the reverse chain, best-of-N where set; SAC: its tanh-Gaussian sample)\n"
             "- mass: fraction of samples within 0.25 of each peak; an optimum is held with mass >= 0.1; "
             "walls: fraction with a coordinate beyond 0.98\n\n"
             "| agent | mean reward | uniform policy | mass per peak | optima held | at walls |\n"
