@@ -87,6 +87,18 @@ class Unit:
         return os.path.exists(self.path(units_dir))
 
 
+def label(config: RunConfig) -> str:
+    """The name a unit's results are grouped under: the algorithm, plus every agent setting that
+    differs from the algorithm's defaults, e.g. ``QSM`` or ``QSM (score_target=mirror, lam=0.1)``."""
+    defaults = get_algorithm(config.algo).config_cls().to_dict()
+    changed = [f"{k}={_short(v)}" for k, v in config.agent.to_dict().items() if defaults.get(k) != v]
+    return config.algo.upper() + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _short(value: Any) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def make_unit(algo: str, env: str, seed: int, max_steps: int, agent: dict | None = None, **run: Any) -> Unit:
     """A unit at the benchmark settings (``BENCH_SETTINGS``) with the algorithm's defaults, unless
     overridden by ``agent`` (agent-config fields) or ``run`` (``RunConfig`` fields)."""

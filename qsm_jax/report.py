@@ -30,8 +30,9 @@ BOOTSTRAP_REPS = 5_000
 MIN_SEEDS_AGGREGATE = 3
 
 # Published mean returns at the same env-step budget (ALGORITHM.md, "Public reference numbers";
-# the authors' raw result files): (env, algo, max_steps) -> return.
-PUBLIC = {("Walker2d-v4", "sac", 100_000): 690.0}
+# the authors' raw result files): (env, label, max_steps) -> return.
+PUBLIC = {("Walker2d-v4", "SAC", 100_000): 690.0}
+REFERENCE = "SAC"  # the aggregate normalises by, and compares every other label with, this one
 
 
 def _interval_estimates(scores: dict, func, seed: int = 0) -> tuple[dict, dict]:
@@ -103,7 +104,7 @@ def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> 
     for i, (algo, records) in enumerate(cells.items()):
         steps, curves = _curves(records)
         mean = curves.mean(0)
-        ax.plot(steps, mean, color=f"C{i}", label=f"{algo.upper()} ({len(records)} seed{'s' * (len(records) > 1)})")
+        ax.plot(steps, mean, color=f"C{i}", label=f"{algo} ({len(records)} seed{'s' * (len(records) > 1)})")
         if len(records) >= 2:  # 95% bootstrap band of the mean over seeds, per step
             _, band = _interval_estimates({algo: curves[:, None, :]}, lambda s: s.mean(axis=(0, 1)))
             ax.fill_between(steps, band[algo][0], band[algo][1], color=f"C{i}", alpha=0.2)
@@ -124,10 +125,10 @@ def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: 
     Scores are normalised per env by the mean final return of SAC there, so SAC's IQM is near 1
     and a score of 1.2 means 20% above SAC's mean. Runs are matched by seed rank within each env.
     """
-    if "sac" not in algos or any(len(cells.get((e, a), [])) < MIN_SEEDS_AGGREGATE for e in envs for a in algos):
+    if REFERENCE not in algos or any(len(cells.get((e, a), [])) < MIN_SEEDS_AGGREGATE for e in envs for a in algos):
         return None
     runs = min(len(cells[(e, a)]) for e in envs for a in algos)
-    scale = {e: abs(np.mean([seed_final(r) for r in cells[(e, "sac")]])) for e in envs}
+    scale = {e: abs(np.mean([seed_final(r) for r in cells[(e, REFERENCE)]])) for e in envs}
     scores = {
         a: np.array(
             [[seed_final(r) / scale[e] for r in sorted(cells[(e, a)], key=lambda r: r["seed"])[:runs]] for e in envs]
@@ -136,8 +137,8 @@ def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: 
     }  # (runs, envs)
     iqm, iqm_ci = _interval_estimates(scores, rly_metrics.aggregate_iqm)
     out = {"runs": runs, "scores": scores, "iqm": iqm, "iqm_ci": iqm_ci}
-    if "qsm" in algos:
-        pairs = {f"{a},sac": (scores[a], scores["sac"]) for a in algos if a != "sac"}
+    if len(algos) > 1:
+        pairs = {a: (scores[a], scores[REFERENCE]) for a in algos if a != REFERENCE}
         poi, poi_ci = _interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
         out.update(poi=poi, poi_ci=poi_ci)
     return out
@@ -150,7 +151,7 @@ def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
         lo, hi = agg["iqm_ci"][a]
         ax.barh(i, hi - lo, left=lo, color=f"C{i}", alpha=0.6, height=0.6)
         ax.plot([agg["iqm"][a]] * 2, [i - 0.3, i + 0.3], color="k")
-    ax.set_yticks(range(len(algos)), [a.upper() for a in algos])
+    ax.set_yticks(range(len(algos)), algos)
     ax.set_xlabel("IQM of SAC-normalised final return (95% CI)")
     ax.grid(axis="x", alpha=0.3)
     if "poi" in agg:
@@ -162,7 +163,7 @@ def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
             ax.plot([agg["poi"][n]] * 2, [i - 0.3, i + 0.3], color="k")
         ax.axvline(0.5, color="k", ls="--", lw=0.8)
         ax.set_xlim(0, 1)
-        ax.set_yticks(range(len(names)), [f"P({n.split(',')[0].upper()} > SAC)" for n in names])
+        ax.set_yticks(range(len(names)), [f"P({n} > {REFERENCE})" for n in names])
         ax.set_xlabel("probability of improvement (95% CI)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -179,16 +180,18 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     units = benchmark.suite_units(name)
     records = {r["key"]: r for r in benchmark.load_units(units_dir)}
     envs = list(dict.fromkeys(u.config.env for u in units))
-    algos = list(dict.fromkeys(u.config.algo for u in units))
+    algos = list(dict.fromkeys(benchmark.label(u.config) for u in units))
     cells, pending = defaultdict(list), defaultdict(list)
     for u in units:
-        (cells if u.key in records else pending)[(u.config.env, u.config.algo)].append(records.get(u.key, u))
+        (cells if u.key in records else pending)[(u.config.env, benchmark.label(u.config))].append(
+            records.get(u.key, u)
+        )
     steps = sorted({u.config.max_steps for u in units})
     done = sum(len(v) for v in cells.values())
     lines = [
         f"## Suite `{name}`: {len(units)} units, {done} done, {len(units) - done} pending",
         "",
-        f"{', '.join(envs)} x {', '.join(a.upper() for a in algos)} x seeds "
+        f"{', '.join(envs)} x {'; '.join(algos)} x seeds "
         f"{sorted({u.config.seed for u in units})} x {', '.join(str(s) for s in steps)} env steps, "
         "the same settings on every task. Final return = mean over the episodes of the last evaluation; "
         "95% CI = Student-t interval of the mean over seeds; IQM = interquartile mean of every final episode "
@@ -201,19 +204,19 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     for env in envs:
         for algo in algos:
             recs, pend = cells.get((env, algo), []), pending.get((env, algo), [])
-            budget = max(u.config.max_steps for u in units if u.config.env == env and u.config.algo == algo)
+            budget = max(u.config.max_steps for u in units if (u.config.env, benchmark.label(u.config)) == (env, algo))
             public = PUBLIC.get((env, algo, budget))
-            public = f"{public:.0f} ({algo.upper()}, ALGORITHM.md)" if public is not None else "-"
+            public = f"{public:.0f} ({algo}, ALGORITHM.md)" if public is not None else "-"
             pend_text = ", ".join(f"seed {u.config.seed}" for u in pend) or "-"
             if not recs:
-                lines.append(f"| {env} | {algo.upper()} | 0 | pending | - | - | - | {public} | {pend_text} |")
+                lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | {public} | {pend_text} |")
                 continue
             s = cell_stats(recs)
             ci = f"[{_fmt(s['ci'][0])}, {_fmt(s['ci'][1])}]" if s["ci"] else "[one seed: no CI]"
             per_seed = ", ".join(f"{_fmt(f)} (s{sd})" for f, sd in zip(s["finals"], s["seeds"], strict=True))
             aucs = ", ".join(_fmt(a) for a in s["aucs"])
             lines.append(
-                f"| {env} | {algo.upper()} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
+                f"| {env} | {algo} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
                 f"| {aucs} | {public} | {pend_text} |"
             )
     lines.append("")
@@ -238,10 +241,10 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         lines.append("| algorithm | IQM [95% stratified bootstrap CI] |\n|---|---|")
         for a in algos:
             lo, hi = agg["iqm_ci"][a]
-            lines.append(f"| {a.upper()} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] |")
+            lines.append(f"| {a} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] |")
         for n, p in agg.get("poi", {}).items():
             lo, hi = agg["poi_ci"][n]
-            lines.append(f"\nP({n.split(',')[0].upper()} > SAC) = {float(p):.2f} [{float(lo):.2f}, {float(hi):.2f}]")
+            lines.append(f"\nP({n} > {REFERENCE}) = {float(p):.2f} [{float(lo):.2f}, {float(hi):.2f}]")
         lines.append(f"\n![aggregate]({png})\n")
     return "\n".join(lines)
 

@@ -68,6 +68,13 @@ def test_interrupted_unit_resumes_and_equals_an_uninterrupted_one(tmp_path):
     assert strip(resumed) == strip(full)
 
 
+def test_labels_name_the_settings_that_differ_from_the_defaults():
+    assert benchmark.label(benchmark.make_unit("qsm", "Hopper-v4", 0, 1000).config) == "QSM"
+    assert benchmark.label(benchmark.make_unit("sac", "Hopper-v4", 0, 1000).config) == "SAC"
+    variant = benchmark.make_unit("qsm", "Hopper-v4", 0, 1000, agent={"score_target": "mirror", "lam": 0.1})
+    assert benchmark.label(variant.config) == "QSM (score_target=mirror, lam=0.1)"
+
+
 def test_suites_and_run_order():
     core = benchmark.suite_units("core100k")
     assert len(core) == 18 and len({u.key for u in core}) == 18
@@ -140,23 +147,24 @@ def test_report_statistics_equal_numpy(fixture_suite):
     cells = {}
     for u in units:
         cells.setdefault((u.config.env, u.config.algo), []).append(records[u.key])
-    agg = report.aggregate(cells, ["Walker2d-v4", "Hopper-v4"], ["qsm", "sac"])
-    scale = {e: np.mean([report.seed_final(r) for r in cells[(e, "sac")]]) for e in ("Walker2d-v4", "Hopper-v4")}
+    cells = {(e, a.upper()): v for (e, a), v in cells.items()}
+    agg = report.aggregate(cells, ["Walker2d-v4", "Hopper-v4"], ["QSM", "SAC"])
+    scale = {e: np.mean([report.seed_final(r) for r in cells[(e, "SAC")]]) for e in ("Walker2d-v4", "Hopper-v4")}
     scores = {
-        a: np.array([[report.seed_final(r) / scale[e] for r in cells[(e, a)]] for e in scale]).T for a in ("qsm", "sac")
+        a: np.array([[report.seed_final(r) / scale[e] for r in cells[(e, a)]] for e in scale]).T for a in ("QSM", "SAC")
     }
-    for a in ("qsm", "sac"):
+    for a in ("QSM", "SAC"):
         flat = np.sort(scores[a].ravel())  # 6 scores: trim 25% -> int(1.5) = 1 from each end
         np.testing.assert_allclose(agg["iqm"][a], flat[1:5].mean())
         lo, hi = agg["iqm_ci"][a]
         assert lo <= agg["iqm"][a] <= hi
     poi = np.mean(
         [
-            np.mean([(x > y) + 0.5 * (x == y) for x in scores["qsm"][:, t] for y in scores["sac"][:, t]])
+            np.mean([(x > y) + 0.5 * (x == y) for x in scores["QSM"][:, t] for y in scores["SAC"][:, t]])
             for t in range(2)
         ]
     )
-    np.testing.assert_allclose(agg["poi"]["qsm,sac"], poi)
+    np.testing.assert_allclose(agg["poi"]["QSM"], poi)
     assert 0 < poi < 1 and f"P(QSM > SAC) = {poi:.2f}" in text
     for png in ("fixture_Walker2d-v4.png", "fixture_Hopper-v4.png", "fixture_aggregate.png"):
         assert (out / png).stat().st_size > 1000
