@@ -48,6 +48,11 @@ flags.DEFINE_integer("updates", 40, "Updates per timing of (a).")
 flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).")
 flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
+flags.DEFINE_list(
+    "sections",
+    ["updates", "loops", "seeds", "variants"],
+    "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
+)
 flags.DEFINE_integer("buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).")
 
 BATCH = 256
@@ -249,6 +254,50 @@ def bench_updates(hidden, obs_dim, action_dim, rounds, n):
     return out
 
 
+VARIANTS = {
+    "reference (score_target=qsm)": {},
+    "qsm, normalize_grad": {"normalize_grad": True},
+    "tilted, normalize_grad": {"score_target": "tilted", "lam": 0.1, "normalize_grad": True},
+    "mirror, normalize_grad": {"score_target": "mirror", "lam": 0.1, "normalize_grad": True},
+}
+
+
+def bench_variants(hidden, obs_dim, action_dim, rounds, n, samples=(1, 8)):
+    """(e) Update cost of each QSM variant and acting cost of best-of-N, side by side."""
+    batch = jax.device_put(_batch(obs_dim, action_dim))
+    holders, timers = {}, {}
+    for name, kwargs in VARIANTS.items():
+        config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, **kwargs)
+        holders[name] = {"state": qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
+        holders[name]["state"], _ = qsm_jax.train_step(holders[name]["state"], batch)
+
+        def once(holder=holders[name]):
+            state = holder["state"]
+            t = time.perf_counter()
+            for _ in range(n):
+                state, _ = qsm_jax.train_step(state, batch)
+            jax.block_until_ready(state)
+            holder["state"] = state
+            return n / (time.perf_counter() - t)
+
+        timers[f"update: {name}"] = once
+    obs = jnp.zeros((1, obs_dim), jnp.float32)
+    for count in samples:
+        config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, num_action_samples=count)
+        state = qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config)
+        qsm_jax.sample_actions(state, obs, jax.random.key(0), explore=True).block_until_ready()
+
+        def act(state=state):
+            t = time.perf_counter()
+            for i in range(4 * n):
+                a = qsm_jax.sample_actions(state, obs, jax.random.key(i), explore=True)
+            a.block_until_ready()
+            return 4 * n / (time.perf_counter() - t)
+
+        timers[f"act: num_action_samples={count}"] = act
+    return _best_rate(timers, rounds)
+
+
 def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill: dict | None = None):
     """A timer of the fused training loop (one compiled call per env step) for K seeds, 1 env each.
 
@@ -390,26 +439,43 @@ def main(argv):
     )
     env = make_env(FLAGS.env)
     obs_dim, action_dim = env_dims(env)
-    report = {
+    report = report_now = {
         "command": " ".join(["python", *sys.argv]),
         "commit": commit + ("+dirty" if dirty else ""),
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    print("matmul peak ...", flush=True)
-    report["matmul_peak_gflops"] = matmul_peak(FLAGS.rounds)
-    report["updates"] = {}
-    for hidden in ((512, 512), (256, 256)):
-        print(f"updates {hidden} ...", flush=True)
-        report["updates"][f"{hidden[0]}x{hidden[1]}"] = bench_updates(
-            hidden, obs_dim, action_dim, FLAGS.rounds, FLAGS.updates
-        )
+    json_path = os.path.splitext(FLAGS.out)[0] + ".json"
+    if set(FLAGS.sections) != {"updates", "loops", "seeds", "variants"} and os.path.exists(json_path):
+        with open(json_path) as f:
+            kept = json.load(f)  # sections not measured now keep their numbers and provenance
+        first = {k: kept[k] for k in ("command", "commit", "machine", "date")}
+        provenance = kept.get("provenance") or {s: first for s in ("updates", "loops", "seeds") if s in kept}
+        report = {**kept, "provenance": provenance}
+    else:
+        report = {**report, "provenance": {}}
+    for section in FLAGS.sections:
+        report["provenance"][section] = {k: report_now[k] for k in ("command", "commit", "machine", "date")}
+    if "updates" in FLAGS.sections:
+        print("matmul peak ...", flush=True)
+        report["matmul_peak_gflops"] = matmul_peak(FLAGS.rounds)
+        report["updates"] = {}
+        for hidden in ((512, 512), (256, 256)):
+            print(f"updates {hidden} ...", flush=True)
+            report["updates"][f"{hidden[0]}x{hidden[1]}"] = bench_updates(
+                hidden, obs_dim, action_dim, FLAGS.rounds, FLAGS.updates
+            )
     report["buffer_size"] = FLAGS.buffer_size
     report["rounds"] = FLAGS.rounds
-    print("loops ...", flush=True)
-    report["loops"] = bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps, FLAGS.buffer_size)
-    print("seeds ...", flush=True)
-    report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)
+    if "loops" in FLAGS.sections:
+        print("loops ...", flush=True)
+        report["loops"] = bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps, FLAGS.buffer_size)
+    if "seeds" in FLAGS.sections:
+        print("seeds ...", flush=True)
+        report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)
+    if "variants" in FLAGS.sections:
+        print("variants ...", flush=True)
+        report["variants"] = bench_variants((512, 512), obs_dim, action_dim, FLAGS.rounds, FLAGS.updates)
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
         json.dump(report, f, indent=2)
@@ -419,7 +485,7 @@ def main(argv):
 
 
 def render(r: dict) -> str:
-    peak, buffer = r["matmul_peak_gflops"], r["buffer_size"]
+    peak, buffer = r.get("matmul_peak_gflops", float("nan")), r["buffer_size"]
     lines = [
         "# qsm_jax speed benchmark",
         "",
@@ -427,7 +493,7 @@ def render(r: dict) -> str:
         f"- commit: `{r['commit']}`",
         f"- machine: {r['machine']}",
         f"- date: {r['date']}",
-        f"- float32 matmul peak (2048^3, jitted), same run: **{peak:.1f} GFLOP/s**",
+        f"- float32 matmul peak (2048^3, jitted), same run as (a, b): **{peak:.1f} GFLOP/s**",
         f"- every rate: the best of {r['rounds']} rounds, the contenders alternating round by round",
         "",
         "## (a, b) One update, batch 256, Walker2d-v4 sizes",
@@ -439,7 +505,7 @@ def render(r: dict) -> str:
         "| networks | learner | updates/s | ms/update | compile s | XLA GFLOP/update | GFLOP/s | % of matmul peak |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for size, rows in r["updates"].items():
+    for size, rows in r.get("updates", {}).items():
         for name, v in rows.items():
             lines.append(
                 f"| {size} | {name} | {v['updates_per_s']:.1f} | {1e3 / v['updates_per_s']:.1f} | {v['compile_s']:.1f} | "  # noqa: E501
@@ -454,8 +520,9 @@ def render(r: dict) -> str:
         "| loop | env steps/s | vs naive reference-style |",
         "|---|---|---|",
     ]
-    base = r["loops"]["naive loop + reference-style update"]
-    for name, v in r["loops"].items():
+    loops = r.get("loops", {})
+    base = loops.get("naive loop + reference-style update", float("nan"))
+    for name, v in loops.items():
         lines.append(f"| {name} | {v:.1f} | {v / base:.2f}x |")
     lines += [
         "",
@@ -464,11 +531,30 @@ def render(r: dict) -> str:
         "| num_seeds | total env steps/s | per-seed env steps/s | total vs 1 seed |",
         "|---|---|---|---|",
     ]
-    one = r["seeds"]["1"]["total_env_steps_per_s"] if "1" in r["seeds"] else r["seeds"][1]["total_env_steps_per_s"]
-    for k, v in r["seeds"].items():
+    seeds = r.get("seeds", {})
+    one = seeds["1"]["total_env_steps_per_s"] if "1" in seeds else float("nan")
+    for k, v in seeds.items():
         lines.append(
             f"| {k} | {v['total_env_steps_per_s']:.1f} | {v['per_seed_env_steps_per_s']:.1f} | {v['total_env_steps_per_s'] / one:.2f}x |"  # noqa: E501
         )
+    if "variants" in r:
+        p = r.get("provenance", {}).get("variants", r)
+        lines += [
+            "",
+            "## (e) QSM variants: update cost, and acting cost of best-of-N (512x512, Walker2d-v4 sizes)",
+            "",
+            f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; "
+            "rates alternate round by round and the best round is kept.",
+            "",
+            "| what | calls/s | vs reference / N = 1 |",
+            "|---|---|---|",
+        ]
+        v = r["variants"]
+        base_update = v["update: reference (score_target=qsm)"]
+        base_act = v["act: num_action_samples=1"]
+        for name, rate in v.items():
+            base = base_update if name.startswith("update") else base_act
+            lines.append(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
