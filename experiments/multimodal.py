@@ -35,23 +35,23 @@ AGENTS = [
     ("QSM, reference (alpha 50, T 5)", "qsm", QSMConfig(**SMALL)),
     ("QSM, alpha 3, T 20, temperature 0.7", "qsm", QSMConfig(**SMALL, alpha=3.0, diffusion_steps=20, temperature=0.7)),
     # The variants at the reference T = 5, with grad_a Q normalised by its running RMS, so that alpha / lam
-    # are set without knowing Q's scale (not tuned on this bandit: alpha 1, lam 0.1 a priori).
+    # are set without knowing Q's scale (not tuned on this bandit: alpha 1, lam 1 and 0.1 chosen a priori).
     ("QSM, normalised grad, alpha 1", "qsm", QSMConfig(**SMALL, alpha=1.0, normalize_grad=True)),
-    (
-        "tilted, normalised grad, lam 0.1",
-        "qsm",
-        QSMConfig(**SMALL, score_target="tilted", lam=0.1, normalize_grad=True),
-    ),
-    (
-        "mirror, normalised grad, lam 0.1",
-        "qsm",
-        QSMConfig(**SMALL, score_target="mirror", lam=0.1, normalize_grad=True),
-    ),
-    (
-        "mirror, normalised grad, lam 0.1, best of 8",
-        "qsm",
-        QSMConfig(**SMALL, score_target="mirror", lam=0.1, normalize_grad=True, num_action_samples=8),
-    ),
+    *[
+        (
+            f"{target}, normalised grad, lam {lam:g}" + (f", best of {n}" if n > 1 else ""),
+            "qsm",
+            QSMConfig(**SMALL, score_target=target, lam=lam, normalize_grad=True, num_action_samples=n),
+        )
+        for target, lam, n in (
+            ("tilted", 1.0, 1),
+            ("tilted", 0.1, 1),
+            ("mirror", 1.0, 1),
+            ("mirror", 0.1, 1),
+            ("mirror", 1.0, 8),
+            ("mirror", 0.1, 8),
+        )
+    ],
     ("SAC, reference (initial temperature 1)", "sac", SACConfig(**SMALL)),
     ("SAC, initial temperature 0.1", "sac", SACConfig(**SMALL, initial_temperature=0.1)),
 ]
