@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 ENV ?= Walker2d-v4
 ARGS ?=
 
-.PHONY: install test test-all run lint clean
+SUITE ?= core100k
+
+.PHONY: install test test-all run bench bench-list report lint clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,17 @@ test: $(STAMP)
 # Train QSM with the reference defaults (1M env steps); outputs go to runs/<env>_seed<seed>.
 run: $(STAMP)
 	$(PY) experiments/run.py --env=$(ENV) $(ARGS)
+
+# Learning benchmark in units (README, "Learning benchmark"): run the pending units of a suite,
+# list them, or rebuild results/learning/README.md from the unit files.
+bench: $(STAMP)
+	$(PY) experiments/bench_learning.py --suite=$(SUITE) $(ARGS)
+
+bench-list: $(STAMP)
+	$(PY) experiments/bench_learning.py --suite=$(SUITE) --list
+
+report: $(STAMP)
+	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k
 
 lint: $(STAMP)
 	$(PY) -m ruff check qsm_jax experiments tests

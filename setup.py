@@ -20,6 +20,8 @@ setup(
         "numpy>=1.24",
         "gymnasium[mujoco]>=1.0",
         "mujoco>=3.0",
+        "dm-control>=1.0.20",  # the paper's DeepMind Control tasks, as gymnasium ids through shimmy
+        "shimmy[dm-control]>=1.3",
         "absl-py>=2.0",
         "orbax-checkpoint>=0.6",
         "tqdm>=4.60",

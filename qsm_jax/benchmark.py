@@ -120,6 +120,13 @@ def _grid(algos, envs, seeds, max_steps, agent=None, **run) -> list[Unit]:
 # Named suites. Reference settings everywhere, no per-task tuning.
 SUITES: dict[str, Callable[[], list[Unit]]] = {
     "core100k": lambda: _grid(("qsm", "sac", "td3"), ("Walker2d-v4", "Hopper-v4"), (0, 1, 2), 100_000),
+    # The paper's own benchmark (DeepMind Control Suite through shimmy), tasks its reviewers name.
+    "dmc100k": lambda: _grid(
+        ("qsm", "sac", "td3"),
+        ("dm_control/walker-walk-v0", "dm_control/walker-run-v0", "dm_control/cheetah-run-v0"),
+        (0, 1, 2),
+        100_000,
+    ),
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
         ("qsm", "sac", "td3"),
@@ -194,6 +201,19 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": cores, "devices": [str(d.device_kind) for d in jax.devices()]}
 
 
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide a unit's numbers (the simulator above all)."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("jax", "jaxlib", "flax", "optax", "gymnasium", "mujoco", "dm-control", "shimmy", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def unit_record(unit: Unit, history: list[dict], wall_seconds: float, steps_per_s: float, resumed_from: int) -> dict:
     """The JSON content of a finished unit's file."""
     return {
@@ -210,6 +230,7 @@ def unit_record(unit: Unit, history: list[dict], wall_seconds: float, steps_per_
         **code_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "versions": versions(),
         "wall_seconds": round(wall_seconds, 1),
         "env_steps_per_s": round(steps_per_s, 2),
         "resumed_from_step": resumed_from,

@@ -8,19 +8,69 @@ import numpy as np
 from qsm_jax.types import Batch
 
 
+DMC_PREFIX = "dm_control/"
+
+
+def _register_dm_control() -> None:
+    """Registers the ``dm_control/<domain>-<task>-v0`` ids (Farama's shimmy) on first use."""
+    try:
+        import shimmy  # noqa: F401  (registers the dm_control namespace with gymnasium)
+    except ImportError:
+        raise ValueError(
+            "dm_control tasks need the packages dm-control and shimmy[dm-control] (pip install -e . installs them)"
+        ) from None
+
+
+def _unknown_id_message(env_id: str, error: Exception) -> str:
+    if env_id.startswith(DMC_PREFIX):
+        known = sorted(k for k in gym.registry if k.startswith(DMC_PREFIX))
+        examples = ", ".join(k for k in known if any(t in k for t in ("walker-walk", "cheetah-run", "hopper-hop")))
+        return (
+            f"unknown env id {env_id!r}: not one of the {len(known)} dm_control tasks shimmy registers "
+            f"(e.g. {examples or ', '.join(known[:3])}); ids are dm_control/<domain>-<task>-v0"
+        )
+    return f"unknown env id {env_id!r} ({error}); pass a registered gymnasium id such as Walker2d-v4"
+
+
+def _flatten_dict_observations(env: gym.Env, env_id: str) -> gym.Env:
+    """Dict observations (dm_control's) -> one flat float32 vector.
+
+    The entries are concatenated in the order of the observation space's keys, which gymnasium's
+    ``Dict`` space sorts alphabetically (walker: height (1), orientations (14), velocity (9)), each
+    entry flattened in C order (``gymnasium.spaces.flatten``).
+    """
+    space = env.observation_space
+    leaves = list(space.spaces.items())
+    bad = [k for k, v in leaves if not isinstance(v, gym.spaces.Box)]
+    if bad:
+        env.close()
+        raise ValueError(
+            f"env {env_id!r} has observation entries {bad} that are not Box arrays; QSM needs observations "
+            "that flatten to one vector"
+        )
+    env = gym.wrappers.FlattenObservation(env)
+    flat = gym.spaces.Box(-np.inf, np.inf, env.observation_space.shape, np.float32)
+    return gym.wrappers.TransformObservation(env, lambda o: np.asarray(o, np.float32), flat)
+
+
 def make_env(env_id: str) -> gym.Env:
     """Makes ``env_id`` with its actions rescaled so that the agent acts in [-1, 1].
 
+    Gymnasium ids (``Walker2d-v4``) and DeepMind Control Suite tasks through shimmy
+    (``dm_control/walker-walk-v0``) both work. dm_control's dict observations are flattened to one
+    float32 vector (``_flatten_dict_observations``); its episodes end at 1000 steps as truncations
+    (shimmy reports ``truncated`` when the final discount is > 0), so the critic bootstraps there.
+
     Raises:
-      ValueError: unknown id, a non-Box or unbounded action space, or a non-flat observation
-        space; the message says what is wrong.
+      ValueError: unknown id, a non-Box or unbounded action space, or observations that are not
+        one flat vector (or a dict of arrays); the message says what is wrong.
     """
+    if env_id.startswith(DMC_PREFIX):
+        _register_dm_control()
     try:
         env = gym.make(env_id)
     except gym.error.Error as e:
-        raise ValueError(
-            f"unknown env id {env_id!r} ({e}); pass a registered gymnasium id such as Walker2d-v4"
-        ) from None
+        raise ValueError(_unknown_id_message(env_id, e)) from None
     space = env.action_space
     if not isinstance(space, gym.spaces.Box):
         env.close()
@@ -30,6 +80,8 @@ def make_env(env_id: str) -> gym.Env:
     if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
         env.close()
         raise ValueError(f"env {env_id!r} has an unbounded action space {space}; QSM needs finite bounds")
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = _flatten_dict_observations(env, env_id)
     obs_space = env.observation_space
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         env.close()

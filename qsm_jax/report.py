@@ -255,6 +255,7 @@ def write_report(units_dir: str, out_dir: str, suites: list[str]) -> str:
     records = benchmark.load_units(units_dir)
     commits = sorted({r["commit"][:7] + (" (dirty)" if r["dirty"] else "") for r in records})
     cpus = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} core)" for r in records})
+    mujocos = sorted({r.get("versions", {}).get("mujoco", "4.0.0 (constraints.txt at its commit)") for r in records})
     header = [
         "# Learning benchmark",
         "",
@@ -264,6 +265,7 @@ def write_report(units_dir: str, out_dir: str, suites: list[str]) -> str:
         "",
         f"- commits of the units: {', '.join(commits) or 'none yet'}",
         f"- machines: {'; '.join(cpus) or 'none yet'}",
+        f"- MuJoCo of the units: {', '.join(mujocos) or 'none yet'}",
         "- run the pending units: `python experiments/bench_learning.py --suite=<suite>` "
         "(`--list` shows them with time estimates)",
         "",
