@@ -59,6 +59,7 @@ AGENTS = [
 
 def main(argv):
     del argv
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     grid = np.linspace(-1, 1, 201)
     landscape = reward(np.stack(np.meshgrid(grid, grid), -1))
@@ -86,7 +87,6 @@ def main(argv):
         print(rows[-1], flush=True)
     fig.tight_layout()
     fig.savefig(os.path.join(FLAGS.out_dir, "multimodal.png"), dpi=90)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     with open(os.path.join(FLAGS.out_dir, "multimodal.md"), "w") as f:
         f.write(
             "# Multi-modality on a 2-D bandit with four equal peaks\n\n"

@@ -7,7 +7,6 @@ import numpy as np
 
 from qsm_jax.types import Batch
 
-
 DMC_PREFIX = "dm_control/"
 
 
