@@ -50,7 +50,7 @@ flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
 flags.DEFINE_list(
     "sections",
-    ["updates", "loops", "seeds", "variants"],
+    ["updates", "loops", "seeds", "variants", "envs"],
     "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
 )
 flags.DEFINE_integer("buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).")
@@ -298,6 +298,28 @@ def bench_variants(hidden, obs_dim, action_dim, rounds, n, samples=(1, 8)):
     return _best_rate(timers, rounds)
 
 
+ENV_IDS = ("Walker2d-v4", "dm_control/walker-walk-v0", "Hopper-v4", "dm_control/cheetah-run-v0")
+
+
+def bench_envs(rounds: int, steps: int = 1000) -> dict:
+    """(f) Env steps/s of the training loop's env side (``EnvPool``, one env, random actions)."""
+    timers = {}
+    for env_id in ENV_IDS:
+        pool = EnvPool(env_id, 1)
+        obs = pool.reset([0])
+        rng = np.random.default_rng(0)
+        actions = rng.uniform(-1, 1, (steps, 1, pool.envs.single_action_space.shape[0])).astype(np.float32)
+
+        def once(pool=pool, holder={"obs": obs}, actions=actions):  # noqa: B006
+            t = time.perf_counter()
+            for a in actions:
+                _, holder["obs"], _ = pool.step(holder["obs"], a)
+            return len(actions) / (time.perf_counter() - t)
+
+        timers[env_id] = once
+    return _best_rate(timers, rounds)
+
+
 def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill: dict | None = None):
     """A timer of the fused training loop (one compiled call per env step) for K seeds, 1 env each.
 
@@ -446,7 +468,7 @@ def main(argv):
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     json_path = os.path.splitext(FLAGS.out)[0] + ".json"
-    if set(FLAGS.sections) != {"updates", "loops", "seeds", "variants"} and os.path.exists(json_path):
+    if set(FLAGS.sections) != {"updates", "loops", "seeds", "variants", "envs"} and os.path.exists(json_path):
         with open(json_path) as f:
             kept = json.load(f)  # sections not measured now keep their numbers and provenance
         first = {k: kept[k] for k in ("command", "commit", "machine", "date")}
@@ -473,6 +495,9 @@ def main(argv):
     if "seeds" in FLAGS.sections:
         print("seeds ...", flush=True)
         report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)
+    if "envs" in FLAGS.sections:
+        print("envs ...", flush=True)
+        report["envs"] = bench_envs(FLAGS.rounds)
     if "variants" in FLAGS.sections:
         print("variants ...", flush=True)
         report["variants"] = bench_variants((512, 512), obs_dim, action_dim, FLAGS.rounds, FLAGS.updates)
@@ -555,6 +580,26 @@ def render(r: dict) -> str:
         for name, rate in v.items():
             base = base_update if name.startswith("update") else base_act
             lines.append(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")
+    if "envs" in r:
+        p = r.get("provenance", {}).get("envs", r)
+        update = r.get("variants", {}).get("update: reference (score_target=qsm)")
+        if update is None and "updates" in r:
+            update = r["updates"]["512x512"]["qsm_jax"]["updates_per_s"]
+        lines += [
+            "",
+            "## (f) Env side of a training step: gymnasium MuJoCo vs DeepMind Control (shimmy, Python stepping)",
+            "",
+            f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}:",
+            "`EnvPool` with one",
+            "env, random actions, auto-reset included. Share of a step: env time / (env time + one 512x512 QSM update",
+            f"({update:.1f} updates/s in this file)).",
+            "",
+            "| env | env steps/s | ms/step | share of a utd-1 training step at 512x512 |",
+            "|---|---|---|---|",
+        ]
+        for env_id, rate in r["envs"].items():
+            share = (1 / rate) / (1 / rate + 1 / update) if update else float("nan")
+            lines.append(f"| {env_id} | {rate:.0f} | {1e3 / rate:.2f} | {100 * share:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
