@@ -59,14 +59,15 @@ def _list(units: list[benchmark.Unit]) -> None:
     done = {r["key"]: r for r in benchmark.load_units(FLAGS.units_dir)}
     pending_s = 0.0
     for u in units:
+        label = benchmark.label(u.config)
         if u.key in done:
             r = done[u.key]
             took = _minutes(r["wall_seconds"])
-            print(f"done     {u.key}  final return {r['final_return']:8.1f}  ({took}, {r['date'][:10]})")
+            print(f"done     {u.key}  final return {r['final_return']:8.1f}  ({took}, {r['date'][:10]})  {label}")
         else:
             est = benchmark.estimated_seconds(u, FLAGS.units_dir)
             pending_s += est
-            print(f"pending  {u.key}  est. {_minutes(est)} on one core")
+            print(f"pending  {u.key}  est. {_minutes(est)} on one core  {label}")
     n_done = sum(u.key in done for u in units)
     print(f"{n_done}/{len(units)} done; pending: about {_minutes(pending_s)} of single-core time")
 
