@@ -36,6 +36,7 @@ from flax.training.train_state import TrainState  # noqa: E402
 
 import qsm_jax  # noqa: E402
 from qsm_jax import diffusion, fused  # noqa: E402
+from qsm_jax.algorithms import ALGORITHMS  # noqa: E402
 from qsm_jax.envs import EnvPool, env_dims, make_env  # noqa: E402
 from qsm_jax.networks import MLP, FourierFeatures  # noqa: E402
 from qsm_jax.replay import replay_add, replay_init  # noqa: E402
@@ -50,7 +51,7 @@ flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
 flags.DEFINE_list(
     "sections",
-    ["updates", "loops", "seeds", "variants", "envs"],
+    ["updates", "loops", "seeds", "variants", "envs", "dql"],
     "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
 )
 flags.DEFINE_integer("buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).")
@@ -320,6 +321,38 @@ def bench_envs(rounds: int, steps: int = 1000) -> dict:
     return _best_rate(timers, rounds)
 
 
+def bench_dql(obs_dim, action_dim, rounds, n) -> dict:
+    """(g) QSM vs Diffusion-QL update cost: updates/s and XLA GFLOP per update, T = 5 and 20."""
+    batch = jax.device_put(_batch(obs_dim, action_dim))
+    out, timers = {}, {}
+    for hidden in ((256, 256), (512, 512)):
+        for steps in (5, 20):
+            for algo in ("qsm", "dql"):
+                algorithm = ALGORITHMS[algo]
+                config = algorithm.config_cls(
+                    actor_hidden_dims=hidden, critic_hidden_dims=hidden, diffusion_steps=steps
+                )
+                name = f"{hidden[0]}x{hidden[1]} T={steps} {algo}"
+                holder = {"state": algorithm.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
+                compiled = algorithm.train_step.lower(holder["state"], batch).compile()
+                out[name] = {"gflop": _flops(compiled) / 1e9}
+                holder["state"], _ = algorithm.train_step(holder["state"], batch)
+
+                def once(holder=holder, step=algorithm.train_step):
+                    state = holder["state"]
+                    t = time.perf_counter()
+                    for _ in range(n):
+                        state, _ = step(state, batch)
+                    jax.block_until_ready(state)
+                    holder["state"] = state
+                    return n / (time.perf_counter() - t)
+
+                timers[name] = once
+    for name, rate in _best_rate(timers, rounds).items():
+        out[name]["updates_per_s"] = rate
+    return out
+
+
 def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill: dict | None = None):
     """A timer of the fused training loop (one compiled call per env step) for K seeds, 1 env each.
 
@@ -468,7 +501,7 @@ def main(argv):
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     json_path = os.path.splitext(FLAGS.out)[0] + ".json"
-    if set(FLAGS.sections) != {"updates", "loops", "seeds", "variants", "envs"} and os.path.exists(json_path):
+    if set(FLAGS.sections) != {"updates", "loops", "seeds", "variants", "envs", "dql"} and os.path.exists(json_path):
         with open(json_path) as f:
             kept = json.load(f)  # sections not measured now keep their numbers and provenance
         first = {k: kept[k] for k in ("command", "commit", "machine", "date")}
@@ -495,6 +528,9 @@ def main(argv):
     if "seeds" in FLAGS.sections:
         print("seeds ...", flush=True)
         report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)
+    if "dql" in FLAGS.sections:
+        print("dql ...", flush=True)
+        report["dql"] = bench_dql(obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
     if "envs" in FLAGS.sections:
         print("envs ...", flush=True)
         report["envs"] = bench_envs(FLAGS.rounds)
@@ -600,6 +636,29 @@ def render(r: dict) -> str:
         for env_id, rate in r["envs"].items():
             share = (1 / rate) / (1 / rate + 1 / update) if update else float("nan")
             lines.append(f"| {env_id} | {rate:.0f} | {1e3 / rate:.2f} | {100 * share:.1f}% |")
+    if "dql" in r:
+        p = r.get("provenance", {}).get("dql", r)
+        lines += [
+            "",
+            "## (g) QSM vs Diffusion-QL (`--algo=dql`): the cost of back-propagating through the chain",
+            "",
+            f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}. Same networks,",
+            "schedule, sampler and critics; DQL's actor loss differentiates Q(s, a_0) through all T reverse steps.",
+            "XLA GFLOP/update from the compiled update (both unroll the chain).",
+            "",
+            "| networks, T | QSM updates/s | DQL updates/s | QSM / DQL speed | QSM GFLOP/update | DQL GFLOP/update |",
+            "|---|---|---|---|---|---|",
+        ]
+        v = r["dql"]
+        for name in v:
+            if not name.endswith(" qsm"):
+                continue
+            base = name[: -len(" qsm")]
+            q, d = v[name], v[base + " dql"]
+            lines.append(
+                f"| {base} | {q['updates_per_s']:.1f} | {d['updates_per_s']:.1f} | "
+                f"**{q['updates_per_s'] / d['updates_per_s']:.2f}x** | {q['gflop']:.2f} | {d['gflop']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

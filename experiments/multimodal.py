@@ -22,7 +22,8 @@ from absl import app, flags  # noqa: E402
 
 from qsm_jax import QSMConfig  # noqa: E402
 from qsm_jax.bandit import PEAKS, reward, train_on_bandit  # noqa: E402
-from qsm_jax.sac import SACConfig  # noqa: E402
+from qsm_jax.baselines.dql import DQLConfig  # noqa: E402
+from qsm_jax.baselines.sac import SACConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "results", "Where the PNG and the markdown table go.")
@@ -52,6 +53,7 @@ AGENTS = [
             ("mirror", 0.1, 8),
         )
     ],
+    ("Diffusion-QL (eta 1, T 5)", "dql", DQLConfig(**SMALL)),
     ("SAC, reference (initial temperature 1)", "sac", SACConfig(**SMALL)),
     ("SAC, initial temperature 0.1", "sac", SACConfig(**SMALL, initial_temperature=0.1)),
 ]

@@ -15,20 +15,15 @@ from qsm_jax.algorithms import ALGORITHMS, get_algorithm  # noqa: E402
 from qsm_jax.config import QSMConfig  # noqa: E402
 from qsm_jax.train import RunConfig, train_and_evaluate  # noqa: E402
 
-QSM_ONLY = (
-    "alpha",
-    "diffusion_steps",
-    "beta_schedule",
-    "temperature",
-    "score_target",
-    "lam",
-    "normalize_grad",
-    "num_action_samples",
-)
+DIFFUSION = ("diffusion_steps", "beta_schedule", "temperature", "num_action_samples")  # QSM and DQL
+ONLY = {
+    "qsm": ("alpha", "score_target", "lam", "normalize_grad", *DIFFUSION),
+    "dql": ("eta", *DIFFUSION),
+}
 
 _RUN, _AGENT = RunConfig(), QSMConfig()
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("algo", "qsm", sorted(ALGORITHMS), "Algorithm: qsm, or the baselines sac and td3.")
+flags.DEFINE_enum("algo", "qsm", sorted(ALGORITHMS), "Algorithm: qsm, or the baselines sac, td3 and dql.")
 flags.DEFINE_string("env", _RUN.env, "Gymnasium env id with a bounded Box action space.")
 flags.DEFINE_integer("seed", _RUN.seed, "Random seed.")
 flags.DEFINE_integer("max_steps", _RUN.max_steps, "Env steps in all.")
@@ -57,6 +52,7 @@ flags.DEFINE_bool("normalize_grad", _AGENT.normalize_grad, "Divide grad_a Q by i
 flags.DEFINE_integer(
     "num_action_samples", _AGENT.num_action_samples, "Act with the best (highest Q) of N chain samples."
 )
+flags.DEFINE_float("eta", 1.0, "DQL: weight of the Q term of the Diffusion-QL actor loss.")
 flags.DEFINE_list(
     "actor_hidden_dims", [], "Actor hidden sizes; default the algorithm's (QSM 512,512; SAC, TD3 256,256)."
 )
@@ -87,13 +83,12 @@ def main(argv):
         for name in ("actor_hidden_dims", "critic_hidden_dims"):
             if getattr(FLAGS, name):
                 common[name] = _int_list(name)
-        if FLAGS.algo == "qsm":
-            agent = QSMConfig(**common, **{name: getattr(FLAGS, name) for name in QSM_ONLY})
-        else:
-            given = [f"--{name}" for name in QSM_ONLY if FLAGS[name].present]
-            if given:
-                raise ValueError(f"{', '.join(given)}: QSM settings, not used by --algo={FLAGS.algo}; drop them")
-            agent = get_algorithm(FLAGS.algo).config_cls(**common)
+        own = ONLY.get(FLAGS.algo, ())
+        given = sorted({n for names in ONLY.values() for n in names if n not in own and FLAGS[n].present})
+        if given:
+            flags_text = ", ".join(f"--{n}" for n in given)
+            raise ValueError(f"{flags_text}: not settings of --algo={FLAGS.algo}; drop them")
+        agent = get_algorithm(FLAGS.algo).config_cls(**common, **{n: getattr(FLAGS, n) for n in own})
         config = RunConfig(
             env=FLAGS.env,
             seed=FLAGS.seed,

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from qsm_jax import learner, sac, td3
+from qsm_jax import learner
+from qsm_jax.baselines import dql, sac, td3
 from qsm_jax.config import QSMConfig
 
 
@@ -29,6 +30,7 @@ ALGORITHMS = {
     ),
     "sac": Algorithm("sac", sac.SACConfig, sac.SACState, sac.create_train_state, sac.train_step, sac.policy_sample),
     "td3": Algorithm("td3", td3.TD3Config, td3.TD3State, td3.create_train_state, td3.train_step, td3.policy_sample),
+    "dql": Algorithm("dql", dql.DQLConfig, dql.DQLState, dql.create_train_state, dql.train_step, dql.policy_sample),
 }
 
 

@@ -21,7 +21,7 @@ WIDTH = 0.25
 MODE_RADIUS = 0.25
 # The policy's own action distribution: QSM's reverse chain (without the extra exploration noise),
 # SAC's tanh-Gaussian (its sample, not its mode), TD3's deterministic action.
-_EXPLORE_FOR_DISTRIBUTION = {"qsm": False, "sac": True, "td3": False}
+_EXPLORE_FOR_DISTRIBUTION = {"qsm": False, "dql": False, "sac": True, "td3": False}
 
 
 def reward(actions: np.ndarray) -> np.ndarray:

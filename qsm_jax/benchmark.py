@@ -50,7 +50,7 @@ _NONE = object()
 
 # Rough env steps/s of one unit pinned to one CPU core, used for time estimates until a unit of the
 # same (algo, env) has been measured (then its measured rate is used).
-PRIOR_STEPS_PER_S = {"qsm": 30.0, "sac": 80.0, "td3": 110.0}
+PRIOR_STEPS_PER_S = {"qsm": 30.0, "sac": 80.0, "td3": 110.0, "dql": 15.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ VARIANT_MIRROR = {"score_target": "mirror", "lam": 1.0, "normalize_grad": True, 
 
 # Named suites. Reference settings everywhere, no per-task tuning.
 SUITES: dict[str, Callable[[], list[Unit]]] = {
-    "core100k": lambda: _grid(("qsm", "sac", "td3"), ("Walker2d-v4", "Hopper-v4"), (0, 1, 2), 100_000),
+    "core100k": lambda: _grid(("qsm", "sac", "td3", "dql"), ("Walker2d-v4", "Hopper-v4"), (0, 1, 2), 100_000),
     # QSM variants (README, "QSM variants"), chosen on the four-peak bandit (results/multimodal.md): the
     # reference target with grad_a Q normalised (alpha 1: no samples at the walls), and the mirror target
     # with best-of-8 acting; beside the faithful QSM and SAC units (the same units as in core100k).

@@ -121,6 +121,34 @@ def _chain(state: QSMState, actor_params: Any, observations: jax.Array, key: jax
     )
 
 
+def critic_update(state: Any, batch: Batch, chain_key: jax.Array, target_noise_key: jax.Array):
+    """The critic half of an update of a diffusion-policy agent (QSM, or the DQL baseline).
+
+    Next actions come from the full reverse chain plus clipped target noise; one Adam step on the
+    clipped double-Q TD loss; Polyak update of the targets.
+
+    Returns:
+      (critic TrainState, target critic params, aux metrics of ``losses.critic_loss``).
+    """
+    cfg = state.config
+    next_actions = _chain(state, state.actor.params, batch.next_observations, chain_key)
+    next_actions = jnp.clip(
+        next_actions + cfg.target_noise * jax.random.normal(target_noise_key, next_actions.shape),
+        -1.0,
+        1.0,
+    )
+    critic_grads, critic_aux = jax.grad(losses.critic_loss, has_aux=True)(
+        state.critic.params,
+        state.target_critic_params,
+        state.critic.apply_fn,
+        batch,
+        next_actions,
+        cfg.gamma,
+    )
+    critic = state.critic.apply_gradients(grads=critic_grads)
+    return critic, optax.incremental_update(critic.params, state.target_critic_params, cfg.tau), critic_aux
+
+
 @jax.jit
 def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.Array]]:
     """One QSM update: critic TD step, Polyak target update, then the Q-score matching actor step.
@@ -141,22 +169,7 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     chex.assert_shape(batch.actions, (batch.observations.shape[0], state.action_dim))
     key, chain_key, target_noise_key, level_key, noise_key = jax.random.split(state.key, 5)
 
-    next_actions = _chain(state, state.actor.params, batch.next_observations, chain_key)
-    next_actions = jnp.clip(
-        next_actions + cfg.target_noise * jax.random.normal(target_noise_key, next_actions.shape),
-        -1.0,
-        1.0,
-    )
-    critic_grads, critic_aux = jax.grad(losses.critic_loss, has_aux=True)(
-        state.critic.params,
-        state.target_critic_params,
-        state.critic.apply_fn,
-        batch,
-        next_actions,
-        cfg.gamma,
-    )
-    critic = state.critic.apply_gradients(grads=critic_grads)
-    target_critic_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
+    critic, target_critic_params, critic_aux = critic_update(state, batch, chain_key, target_noise_key)
 
     def q_fn(observations, actions):
         return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qsm_jax import QSMConfig, sac, td3
+from qsm_jax import QSMConfig
 from qsm_jax.algorithms import ALGORITHMS
 from qsm_jax.bandit import train_on_bandit
+from qsm_jax.baselines import sac, td3
 from qsm_jax.types import Batch
 
 OBS, ACT, B = 4, 2, 32

@@ -77,16 +77,20 @@ def test_labels_name_the_settings_that_differ_from_the_defaults():
 
 def test_suites_and_run_order():
     core = benchmark.suite_units("core100k")
-    assert len(core) == 18 and len({u.key for u in core}) == 18
+    assert len(core) == 24 and len({u.key for u in core}) == 24
     assert {(u.config.algo, u.config.env, u.config.seed, u.config.max_steps) for u in core} == {
-        (a, e, s, 100_000) for a in ("qsm", "sac", "td3") for e in ("Walker2d-v4", "Hopper-v4") for s in (0, 1, 2)
+        (a, e, s, 100_000)
+        for a in ("qsm", "sac", "td3", "dql")
+        for e in ("Walker2d-v4", "Hopper-v4")
+        for s in (0, 1, 2)
     }
     # Reference settings: the algorithms' default configs, no per-task tuning.
     for u in core:
         assert u.config.agent == type(u.config.agent)()
     order = benchmark.run_order(core, "/nonexistent")
     algos = [u.config.algo for u in order]
-    assert algos.index("qsm") > max(i for i, a in enumerate(algos) if a != "qsm")  # cheap ones first
+    assert algos.index("qsm") > max(i for i, a in enumerate(algos) if a in ("sac", "td3"))  # cheap ones first
+    assert algos.index("dql") > max(i for i, a in enumerate(algos) if a == "qsm")
     qsm = [(u.config.seed, u.config.env) for u in order if u.config.algo == "qsm"]
     assert qsm[:2] == [(0, "Walker2d-v4"), (0, "Hopper-v4")]  # seeds round-robin over envs
     with pytest.raises(ValueError, match="unknown suite"):
@@ -195,7 +199,7 @@ def test_bench_learning_list_and_errors(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 18
-    assert lines[-1].startswith("0/18 done")
+    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 24
+    assert lines[-1].startswith("0/24 done")
     bad = subprocess.run([sys.executable, script, "--suite=nope", "--list"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "unknown suite 'nope'" in bad.stderr

@@ -14,6 +14,8 @@ import pytest
 
 import qsm_jax
 from qsm_jax import fused
+from qsm_jax.algorithms import algorithm_of, get_algorithm
+from qsm_jax.baselines.dql import DQLConfig
 from qsm_jax.envs import EnvPool
 from qsm_jax.replay import replay_add, replay_init, replay_sample, replay_sample_after_add
 from qsm_jax.train import restore_run, train_and_evaluate
@@ -68,12 +70,17 @@ def test_sample_after_add_equals_sample_of_added(stored):
 
 
 VARIANT_AGENT = dataclasses.replace(TINY_AGENT, score_target="mirror", normalize_grad=True, num_action_samples=4)
+DQL_AGENT = DQLConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), time_features=8, time_hidden_dims=(16,))
 
 
-@pytest.mark.parametrize("agent", [TINY_AGENT, VARIANT_AGENT], ids=["reference", "mirror-normalized-best-of-4"])
+@pytest.mark.parametrize(
+    "agent", [TINY_AGENT, VARIANT_AGENT, DQL_AGENT], ids=["reference", "mirror-normalized-best-of-4", "dql"]
+)
 def test_fused_step_equals_repeated_train_step(agent):
     key = jax.random.key(0)
-    state = qsm_jax.create_train_state(key, OBS, ACT, agent)
+    algorithm = get_algorithm("dql" if isinstance(agent, DQLConfig) else "qsm")
+    state = algorithm.create_train_state(key, OBS, ACT, agent)
+    assert algorithm_of(state) is algorithm
     buffer = replay_add(replay_init(64, OBS, ACT), _transitions(1, 40))
     new = _transitions(2, 2)
     next_obs = jnp.asarray(_transitions(3, 2).observations)
@@ -89,12 +96,12 @@ def test_fused_step_equals_repeated_train_step(agent):
     update_key, act_key = jax.random.split(step_key)
     ref_state, ref_metrics = state, []
     for batch_key in jax.random.split(update_key, utd * 2):
-        ref_state, m = qsm_jax.train_step(ref_state, replay_sample(ref_buffer, batch_key, batch_size))
+        ref_state, m = algorithm.train_step(ref_state, replay_sample(ref_buffer, batch_key, batch_size))
         ref_metrics.append(m)
     assert int(fused_state.step) == int(ref_state.step) == utd * 2
     _assert_trees_close(fused_state, ref_state)
     _assert_trees_close(fused_buffer, ref_buffer)
-    _assert_trees_close(actions, qsm_jax.learner.policy_sample(ref_state, next_obs, act_key, explore=True))
+    _assert_trees_close(actions, algorithm.policy_sample(ref_state, next_obs, act_key, explore=True))
     np.testing.assert_allclose(metrics["critic_loss"], np.mean([m["critic_loss"] for m in ref_metrics]), rtol=1e-5)
 
     # Warm-up: store only, uniform actions, no update.
@@ -172,6 +179,8 @@ SHARDED = r"""
 import json, sys
 import jax, numpy as np
 from qsm_jax import fused
+from qsm_jax.algorithms import algorithm_of, get_algorithm
+from qsm_jax.baselines.dql import DQLConfig
 from qsm_jax.train import RunConfig, init_agents, seed_sharding, train_and_evaluate
 from qsm_jax.replay import replay_init
 import qsm_jax
