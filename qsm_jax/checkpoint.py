@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
+import time
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from qsm_jax.replay import ReplayBuffer, replay_to_host
 
@@ -21,8 +26,9 @@ class RunCheckpointer:
     """
 
     def __init__(self, directory: str, max_to_keep: int = 2):
+        self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False),
         )
 
@@ -66,5 +72,80 @@ class RunCheckpointer:
         )
         return restored["state"], {k: np.asarray(v) for k, v in restored["buffer"].items()}, meta
 
+    def restore_newest_intact(self, state_template: Any, empty_buffers: ReplayBuffer, check_meta=None):
+        """Restores the newest checkpoint that restores completely: ``(step, states, arrays, meta)``,
+        or None if there is no checkpoint.
+
+        A damaged or partial checkpoint (a truncated or missing file, a missing item) is moved to
+        ``<checkpoints>_damaged/<step>-<time>`` (kept for inspection, out of the way of the next
+        save), with one warning line on stderr, and the previous one is tried. ``check_meta(meta,
+        step)`` may raise ValueError (e.g. another config); that is not damage and propagates.
+
+        Raises:
+          ValueError: checkpoints exist but none restores (one line, naming the folder).
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        for step in steps:
+            try:
+                with _quiet():
+                    meta = self.restore_meta(step)
+            except Exception as e:  # noqa: BLE001 (any failure to read means damage)
+                self._set_aside(step, e)
+                continue
+            if check_meta is not None:
+                check_meta(meta, step)
+            try:
+                with _quiet():
+                    states, arrays, meta = self.restore(step, state_template, empty_buffers)
+            except Exception as e:  # noqa: BLE001
+                self._set_aside(step, e)
+                continue
+            return step, states, arrays, meta
+        raise ValueError(
+            f"no checkpoint in {self.directory} restores ({len(steps)} damaged, moved to {self.directory}_damaged); "
+            "start over with a new --workdir, or delete the checkpoints folder to restart this run from step 0"
+        )
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        src = os.path.join(self.directory, str(step))
+        dst = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.move(src, dst)
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        print(
+            f"warning: checkpoint {src} is damaged or incomplete ({type(error).__name__}: {reason}); "
+            f"moved to {dst}, trying the previous one",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.manager.reload()
+
     def close(self) -> None:
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences Orbax while a possibly damaged checkpoint is tried: its error logs, and the asyncio
+    tracebacks its reader threads print straight to stderr when a read fails (our one-line warning
+    says what happened)."""
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
+            try:
+                yield
+            finally:
+                time.sleep(0.2)  # let failing reader threads finish printing into the void
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        logging.set_verbosity(level)

@@ -129,6 +129,16 @@ def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
         )
 
 
+def _read_config_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{path} is unreadable ({e}); restore it, or delete it to resume with the flags given now"
+        ) from None
+
+
 def _seed_int(*entropy: int) -> int:
     """A 31-bit seed derived from ``entropy`` (e.g. run seed, purpose, index)."""
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
@@ -218,8 +228,7 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[Any, ReplayBuffe
     States and buffers carry a leading seed axis K (``num_seeds``). Use it to act with a trained
     policy or to inspect what a run stored.
     """
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = RunConfig.from_dict(json.load(f))
+    config = RunConfig.from_dict(_read_config_json(os.path.join(workdir, "config.json")))
     env = make_env(config.env)
     obs_dim, action_dim = env_dims(env)
     env.close()
@@ -256,11 +265,12 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
       ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row:
       ``step``, ``seed``, ``return_mean``, ``return_std`` and every episode's return, ``returns``).
     """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir!r} is a file, not a folder; pass a folder path")
     os.makedirs(workdir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
-        with open(config_path) as f:
-            _check_same_experiment(json.load(f), config.to_dict(), f"workdir {workdir!r}")
+        _check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
     num_seeds, num_envs = config.num_seeds, config.num_envs
     seeds = [config.seed + k for k in range(num_seeds)]
     pool = EnvPool(config.env, num_seeds * num_envs)
@@ -275,10 +285,20 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
     buffers = empty
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     env_step, segment, history = 0, 0, []
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        _check_same_experiment(checkpointer.restore_meta(latest)["config"], config.to_dict(), f"checkpoint {latest}")
-        states, arrays, meta = checkpointer.restore(latest, states, empty)
+    try:
+        restored = checkpointer.restore_newest_intact(
+            states,
+            empty,
+            check_meta=lambda meta, step: _check_same_experiment(
+                meta["config"], config.to_dict(), f"checkpoint {step}"
+            ),
+        )
+    except ValueError:
+        checkpointer.close()  # an open manager would print asyncio tracebacks at interpreter exit
+        pool.close()
+        raise
+    if restored is not None:
+        _, states, arrays, meta = restored
         buffers = _buffer_from_host(arrays, meta, empty)
         env_step, segment, history = meta["env_step"], meta["segment"], meta["history"]
     del empty

@@ -1,0 +1,64 @@
+"""Runs that survive what users do to them: damaged checkpoints, damaged config.json, odd workdirs."""
+
+import os
+
+import pytest
+
+import qsm_jax
+from qsm_jax.train import train_and_evaluate
+
+from .test_train import TINY_FLAGS, _run_py, _tiny
+
+
+def _truncate_data_files(checkpoint_dir):
+    """Truncates every data file of a checkpoint's train state, as a full disk or a killed copy leaves it."""
+    hit = 0
+    for root, _, files in os.walk(os.path.join(checkpoint_dir, "state")):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.basename(root) == "d" and os.path.getsize(path) > 16:
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 3)
+                hit += 1
+    assert hit > 0
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capfd):
+    whole = train_and_evaluate(_tiny(max_steps=600), str(tmp_path / "whole"), progress=False)
+    hurt = tmp_path / "hurt"
+    train_and_evaluate(_tiny(max_steps=400), str(hurt), progress=False)
+    _truncate_data_files(hurt / "checkpoints" / "400")
+    capfd.readouterr()
+    resumed = train_and_evaluate(_tiny(max_steps=600), str(hurt), progress=False)
+    err = capfd.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: checkpoint")]
+    assert len(warnings) == 1 and "checkpoints/400 is damaged or incomplete" in warnings[0], err
+    assert "Traceback" not in err
+    assert os.listdir(hurt / "checkpoints_damaged")[0].startswith("400-")  # kept for inspection
+    # Resumed from step 200, the run redoes 200..600 exactly as the uninterrupted one did.
+    assert resumed["history"] == whole["history"] and whole["history"][-1]["step"] == 600
+
+
+def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):
+    # A run that experiments/run.py can name with its flags (default time features).
+    agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
+    workdir = tmp_path / "w"
+    train_and_evaluate(_tiny(max_steps=400, agent=agent), str(workdir), progress=False)
+    for step in ("200", "400"):
+        _truncate_data_files(workdir / "checkpoints" / step)
+    flags = ["--env=Pendulum-v1", "--seed=3", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
+    flags += ["--eval_interval=200", "--eval_episodes=2", "--checkpoint_interval=200", "--log_interval=50"]
+    out = _run_py(*flags, *TINY_FLAGS, "--max_steps=600", f"--workdir={workdir}")
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert sum(line.startswith("warning: checkpoint") for line in lines) == 2
+    assert "no checkpoint in" in lines[-1] and "restores" in lines[-1] and "--workdir" in lines[-1]
+
+    (workdir / "config.json").write_text('{"env": "Pendulum-v1", "seed"')  # cut short
+    with pytest.raises(ValueError, match=r"config.json is unreadable .*delete it to resume"):
+        train_and_evaluate(_tiny(max_steps=600), str(workdir), progress=False)
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        train_and_evaluate(_tiny(), str(a_file), progress=False)
