@@ -129,6 +129,32 @@ def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
         )
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)])
+    )
+
+
+def _divergence_message(env_step: int, what: str, config: RunConfig, last_checkpoint: int | None) -> str:
+    agent = config.agent
+    suspects = [f"--actor_lr={agent.actor_lr:g}", f"--critic_lr={agent.critic_lr:g}"]
+    if hasattr(agent, "alpha"):
+        suspects.append(f"--alpha={agent.alpha:g}")
+    kept = f"the checkpoint at step {last_checkpoint} is intact" if last_checkpoint else "no checkpoint was saved"
+    return (
+        f"training diverged at env step {env_step}: {what} is not finite; {kept}; "
+        f"try lower learning rates or score scale ({', '.join(suspects)}) or check the env's rewards"
+    )
+
+
+def _check_finite_metrics(host: dict, seeds: list[int], env_step: int, config: RunConfig, last: int | None) -> None:
+    for name, values in host.items():
+        bad = [s for s, v in zip(seeds, np.atleast_1d(values), strict=True) if not np.isfinite(v)]
+        if bad:
+            raise ValueError(_divergence_message(env_step, f"{name} (seed {bad[0]})", config, last))
+
+
 def _read_config_json(path: str) -> dict:
     try:
         with open(path) as f:
@@ -341,45 +367,55 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
     if history:
         show_last_eval()
     last_log_time, last_log_step = time.time(), env_step
-    while env_step < config.max_steps:
-        flat_actions = np.asarray(actions).reshape(num_seeds * num_envs, action_dim)
-        transitions, next_obs, finished = pool.step(obs.reshape(num_seeds * num_envs, obs_dim), flat_actions)
-        env_step += num_envs
-        learn = env_step >= config.start_steps
-        obs = next_obs.reshape(num_seeds, num_envs, obs_dim)
-        states, buffers, actions, metrics = fused.act_and_learn_seeds(
-            states,
-            buffers,
-            jax.tree.map(lambda x: x.reshape(num_seeds, num_envs, *x.shape[1:]), transitions),
-            obs,
-            loop_keys,
-            np.int32(env_step),
-            utd=config.utd,
-            batch_size=config.batch_size,
-            learn=learn,
-        )
-        for i, episode_return, length in finished:
-            writer.write(
-                env_step, "episode", {"seed": seeds[i // num_envs], "return": episode_return, "length": length}
+    try:
+        while env_step < config.max_steps:
+            flat_actions = np.asarray(actions).reshape(num_seeds * num_envs, action_dim)
+            transitions, next_obs, finished = pool.step(obs.reshape(num_seeds * num_envs, obs_dim), flat_actions)
+            env_step += num_envs
+            learn = env_step >= config.start_steps
+            obs = next_obs.reshape(num_seeds, num_envs, obs_dim)
+            states, buffers, actions, metrics = fused.act_and_learn_seeds(
+                states,
+                buffers,
+                jax.tree.map(lambda x: x.reshape(num_seeds, num_envs, *x.shape[1:]), transitions),
+                obs,
+                loop_keys,
+                np.int32(env_step),
+                utd=config.utd,
+                batch_size=config.batch_size,
+                learn=learn,
             )
-        if env_step % config.log_interval == 0 and metrics:
-            now = time.time()
-            sps = (env_step - last_log_step) / max(now - last_log_time, 1e-9)
-            last_log_time, last_log_step = now, env_step
-            host = jax.device_get(metrics)
-            for k, s in enumerate(seeds):
+            for i, episode_return, length in finished:
                 writer.write(
-                    env_step, "train", {"seed": s, **{n: v[k] for n, v in host.items()}, "env_steps_per_s": sps}
+                    env_step, "episode", {"seed": seeds[i // num_envs], "return": episode_return, "length": length}
                 )
-        if env_step % config.eval_interval == 0 or env_step == config.max_steps:
-            run_evaluation()
-            show_last_eval()
-        if env_step % config.checkpoint_interval == 0 or env_step == config.max_steps:
-            segment += 1
-            meta = {"env_step": env_step, "segment": segment, "history": history, "config": config.to_dict()}
-            checkpointer.save(env_step, states, buffers, meta)
-            obs, actions = start_segment()
-        bar.update(num_envs)
+            if env_step % config.log_interval == 0 and metrics:
+                now = time.time()
+                sps = (env_step - last_log_step) / max(now - last_log_time, 1e-9)
+                last_log_time, last_log_step = now, env_step
+                host = jax.device_get(metrics)
+                _check_finite_metrics(host, seeds, env_step, config, checkpointer.latest_step())
+                for k, s in enumerate(seeds):
+                    writer.write(
+                        env_step, "train", {"seed": s, **{n: v[k] for n, v in host.items()}, "env_steps_per_s": sps}
+                    )
+            if env_step % config.eval_interval == 0 or env_step == config.max_steps:
+                run_evaluation()
+                show_last_eval()
+            if env_step % config.checkpoint_interval == 0 or env_step == config.max_steps:
+                if learn and not bool(_all_finite(states)):  # never save a diverged state
+                    raise ValueError(_divergence_message(env_step, "a parameter", config, checkpointer.latest_step()))
+                segment += 1
+                meta = {"env_step": env_step, "segment": segment, "history": history, "config": config.to_dict()}
+                checkpointer.save(env_step, states, buffers, meta)
+                obs, actions = start_segment()
+            bar.update(num_envs)
+    except ValueError:  # divergence: close everything so the program exits with one line
+        bar.close()
+        writer.close()
+        checkpointer.close()
+        pool.close()
+        raise
     bar.close()
     if not history or history[-1]["step"] != env_step:
         run_evaluation()

@@ -2,10 +2,13 @@
 
 import os
 
+import gymnasium as gym
+import jax
+import numpy as np
 import pytest
 
 import qsm_jax
-from qsm_jax.train import train_and_evaluate
+from qsm_jax.train import restore_run, train_and_evaluate
 
 from .test_train import TINY_FLAGS, _run_py, _tiny
 
@@ -62,3 +65,37 @@ def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):
     a_file.write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         train_and_evaluate(_tiny(), str(a_file), progress=False)
+
+
+class _HugeRewardEnv(gym.Env):
+    """Rewards 0, then 1e38 from the 250th step of its life on: the critic's loss overflows."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    lived = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {}
+
+    def step(self, action):
+        self.lived += 1
+        obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return obs, 1e38 if self.lived >= 250 else 0.0, False, False, {}
+
+
+gym.register("QSMTestHugeReward-v0", entry_point=_HugeRewardEnv, max_episode_steps=50)
+
+
+def test_divergence_stops_with_one_line_and_the_last_checkpoint_restores(tmp_path):
+    workdir = str(tmp_path / "w")
+    with pytest.raises(ValueError) as info:
+        train_and_evaluate(_tiny(env="QSMTestHugeReward-v0", max_steps=600, eval_interval=600), workdir, progress=False)
+    message = str(info.value)
+    assert message.startswith("training diverged at env step ") and "\n" not in message
+    step = int(message.split("env step ")[1].split(":")[0])
+    assert 250 <= step <= 400 and "is not finite" in message and "--critic_lr" in message and "--alpha" in message
+    assert "the checkpoint at step 200 is intact" in message
+    states, buffers, meta = restore_run(workdir)
+    assert meta["env_step"] == 200
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(states))
