@@ -140,15 +140,15 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     ),
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
-        ("qsm", "sac", "td3"),
+        ("qsm", "sac", "td3", "dql"),
         ("Pendulum-v1",),
         (0, 1),
-        2_000,
+        1_000,
         agent={"actor_hidden_dims": (32, 32), "critic_hidden_dims": (32, 32)},
-        start_steps=500,
-        eval_interval=1_000,
+        start_steps=300,
+        eval_interval=500,
         eval_episodes=2,
-        checkpoint_interval=1_000,
+        checkpoint_interval=500,
         buffer_size=10_000,
     ),
 }

@@ -103,34 +103,30 @@ def test_qsm_holds_several_optima_where_sac_holds_one():
     assert s["modes_held"] == 1
 
 
-def test_run_py_runs_each_baseline_and_bench_learning_resumes(tmp_path):
+def test_bench_learning_runs_pending_units_lists_and_reports(tmp_path):
+    """The unit runner end to end: the two cheapest units of the smoke suite, one per core; then
+    --list shows them done and --report writes the table with the rest pending."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
-    args = [
-        sys.executable,
-        os.path.join(root, "experiments", "bench_learning.py"),
-        "--envs=Pendulum-v1",
-        "--algos=qsm,sac,td3",
-        "--num_seeds=2",
-        "--max_steps=300",
-        "--start_steps=100",
-        "--eval_interval=150",
-        "--eval_episodes=2",
-        "--checkpoint_interval=150",
-        "--hidden_dims=16,16",
-        "--progress=false",
-        f"--runs_dir={tmp_path / 'runs'}",
-        f"--out_dir={tmp_path / 'out'}",
-    ]
-    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=root)
+    script = os.path.join(root, "experiments", "bench_learning.py")
+    dirs = [f"--units_dir={tmp_path / 'units'}", f"--runs_dir={tmp_path / 'runs'}"]
+    out = subprocess.run(
+        [sys.executable, script, "--suite=smoke", "--max_units=2", *dirs], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    table = (tmp_path / "out" / "table.md").read_text()
-    for algo in ("QSM", "SAC", "TD3"):
-        assert f"| Pendulum-v1 | {algo} | 300 |" in table
-    assert (tmp_path / "out" / "Pendulum-v1.png").is_file()
-    rows = (tmp_path / "out" / "Pendulum-v1_sac.csv").read_text().strip().splitlines()
-    assert rows[0] == "step,seed,return_mean,return_std" and len(rows) == 1 + 2 * 2
-    # A second call finds every run finished and rebuilds the same table from the checkpoints.
-    again = subprocess.run(args, capture_output=True, text=True, env=env, cwd=root)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert (tmp_path / "out" / "table.md").read_text().split("\n", 5)[5] == table.split("\n", 5)[5]
+    done = sorted(os.listdir(tmp_path / "units"))
+    assert len(done) == 2 and all(name.startswith("td3_Pendulum-v1_seed") for name in done), done
+    assert out.stdout.count("done     ") == 2
+    listed = subprocess.run([sys.executable, script, "--suite=smoke", "--list", *dirs], capture_output=True, text=True)
+    assert listed.stdout.strip().splitlines()[-1].startswith("2/8 done")
+    report = subprocess.run(
+        [sys.executable, script, "--report", "--suite=smoke", *dirs[:1], f"--out_dir={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert (
+        "## Suite `smoke`: 8 units, 2 done, 6 pending" in text and (tmp_path / "out" / "smoke_Pendulum-v1.png").exists()
+    )
