@@ -34,7 +34,7 @@ bench-list: $(STAMP)
 	$(PY) experiments/bench_learning.py --suite=$(SUITE) --list
 
 report: $(STAMP)
-	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k
+	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k,dmc100k --readme=README.md
 
 lint: $(STAMP)
 	$(PY) -m ruff check qsm_jax experiments tests

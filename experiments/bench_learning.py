@@ -39,6 +39,7 @@ flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read
 flags.DEFINE_string("runs_dir", benchmark.RUNS_DIR, "Where unit runs (checkpoints, logs) live.")
 flags.DEFINE_string("out_dir", os.path.join("results", "learning"), "Where the report goes.")
 flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
+flags.DEFINE_string("readme", "", "With --report: also refresh the marked learning block of this file (make report: README.md).")
 
 
 def _units() -> list[benchmark.Unit]:
@@ -162,7 +163,7 @@ def main(argv):
         if FLAGS.report:
             from qsm_jax import report
 
-            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite)
+            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite, FLAGS.readme or None)
             print(f"report written to {path}")
             return
         units = _units()

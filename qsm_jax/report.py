@@ -249,8 +249,11 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(units_dir: str, out_dir: str, suites: list[str]) -> str:
-    """Writes ``out_dir/README.md`` and its plots for ``suites`` from the unit files; returns its path."""
+def write_report(units_dir: str, out_dir: str, suites: list[str], readme: str | None = None) -> str:
+    """Writes ``out_dir/README.md`` and its plots for ``suites`` from the unit files; returns its path.
+
+    With ``readme``, the first suite's table and plots also replace the marked block of that file
+    (the project README's learning section)."""
     os.makedirs(out_dir, exist_ok=True)
     records = benchmark.load_units(units_dir)
     commits = sorted({r["commit"][:7] + (" (dirty)" if r["dirty"] else "") for r in records})
@@ -274,4 +277,24 @@ def write_report(units_dir: str, out_dir: str, suites: list[str]) -> str:
     path = os.path.join(out_dir, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(header + body))
+    if readme:
+        _update_readme_block(readme, body[0], os.path.relpath(out_dir, os.path.dirname(os.path.abspath(readme)) or "."))
     return path
+
+
+BEGIN, END = "<!-- learning-report: begin (written by bench_learning.py --report) -->", "<!-- learning-report: end -->"
+
+
+def _update_readme_block(readme: str, section: str, rel: str) -> None:
+    """Replaces the text between the markers in ``readme`` with the first suite's table and plots."""
+    with open(readme) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        return
+    lines = section.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    pngs = [line.replace("](", f"]({rel}/") for line in lines if line.startswith("![")]
+    block = "\n".join([BEGIN, lines[0].replace("## Suite", "Suite"), "", *table, "", *pngs, END])
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    with open(readme, "w") as f:
+        f.write(text[:start] + block + text[end:])
