@@ -25,6 +25,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 from absl import app, flags, logging  # noqa: E402
 
 from qsm_jax import benchmark  # noqa: E402
+from qsm_jax.train import Interrupted  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("suite", ["core100k"], "Suite name(s) from qsm_jax.benchmark.SUITES.")
@@ -39,7 +40,9 @@ flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read
 flags.DEFINE_string("runs_dir", benchmark.RUNS_DIR, "Where unit runs (checkpoints, logs) live.")
 flags.DEFINE_string("out_dir", os.path.join("results", "learning"), "Where the report goes.")
 flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
-flags.DEFINE_string("readme", "", "With --report: also refresh the marked learning block of this file (make report: README.md).")
+flags.DEFINE_string(
+    "readme", "", "With --report: also refresh the marked learning block of this file (make report: README.md)."
+)
 
 
 def _units() -> list[benchmark.Unit]:
@@ -171,7 +174,10 @@ def main(argv):
             match = [u for u in units if u.key == FLAGS.unit]
             if not match:
                 raise ValueError(f"--unit={FLAGS.unit} is not a unit of --suite={','.join(FLAGS.suite)}")
-            record = benchmark.run_unit(match[0], FLAGS.units_dir, FLAGS.runs_dir, progress=FLAGS.progress)
+            try:
+                record = benchmark.run_unit(match[0], FLAGS.units_dir, FLAGS.runs_dir, progress=FLAGS.progress)
+            except Interrupted as e:
+                sys.exit(f"bench_learning.py: {e}")
             print(f"{record['key']}: final return {record['final_return']:.1f}")
             return
         if FLAGS.list:

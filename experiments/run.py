@@ -13,7 +13,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 from qsm_jax.algorithms import ALGORITHMS, get_algorithm  # noqa: E402
 from qsm_jax.config import QSMConfig  # noqa: E402
-from qsm_jax.train import RunConfig, train_and_evaluate  # noqa: E402
+from qsm_jax.train import Interrupted, RunConfig, train_and_evaluate  # noqa: E402
 
 DIFFUSION = ("diffusion_steps", "beta_schedule", "temperature", "num_action_samples")  # QSM and DQL
 ONLY = {
@@ -33,6 +33,14 @@ flags.DEFINE_integer("buffer_size", _RUN.buffer_size, "Replay capacity in transi
 flags.DEFINE_integer("eval_interval", _RUN.eval_interval, "Env steps between evaluations.")
 flags.DEFINE_integer("eval_episodes", _RUN.eval_episodes, "Episodes per evaluation.")
 flags.DEFINE_integer("checkpoint_interval", _RUN.checkpoint_interval, "Env steps between checkpoints.")
+flags.DEFINE_bool(
+    "checkpoint_env_state",
+    _RUN.checkpoint_env_state,
+    "Save the envs' state with checkpoints, so they need not end episodes (README, 'Resume').",
+)
+flags.DEFINE_float(
+    "checkpoint_every_minutes", _RUN.checkpoint_every_minutes, "Also checkpoint every this many minutes (0 = never)."
+)
 flags.DEFINE_integer("log_interval", _RUN.log_interval, "Env steps between rows of training metrics.")
 flags.DEFINE_integer("utd", _RUN.utd, "Updates per env step (each on its own batch).")
 flags.DEFINE_integer("num_envs", _RUN.num_envs, "Envs per agent, stepped together.")
@@ -99,6 +107,8 @@ def main(argv):
             eval_interval=FLAGS.eval_interval,
             eval_episodes=FLAGS.eval_episodes,
             checkpoint_interval=FLAGS.checkpoint_interval,
+            checkpoint_env_state=FLAGS.checkpoint_env_state,
+            checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
             log_interval=FLAGS.log_interval,
             utd=FLAGS.utd,
             num_envs=FLAGS.num_envs,
@@ -111,6 +121,9 @@ def main(argv):
         result = train_and_evaluate(config, workdir, progress=FLAGS.progress)
     except ValueError as e:
         sys.exit(f"run.py: error: {e}")
+    except Interrupted as e:
+        print(f"run.py: {e}", file=sys.stderr)
+        sys.exit(130)
     for row in result["per_seed"]:
         print(f"seed {row['seed']}: final evaluation return {row['return_mean']:.1f} +- {row['return_std']:.1f}")
     print(f"final evaluation at step {result['step']}: {result['return_mean']:.1f} (mean over seeds)")

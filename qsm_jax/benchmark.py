@@ -35,10 +35,20 @@ RUNS_DIR = os.path.join("runs", "units")
 
 # Settings every learning-benchmark unit shares (no per-task tuning): the reference agent defaults,
 # evaluation every 5k env steps over 10 episodes, a checkpoint every 10k steps (units resume).
-BENCH_SETTINGS = {"start_steps": 10_000, "eval_interval": 5_000, "eval_episodes": 10, "checkpoint_interval": 10_000}
+# Checkpoints end the episodes in progress (the rule the first units ran under; env state is not
+# saved with unit checkpoints, so an interrupted unit resumes from its last 10k-step checkpoint).
+BENCH_SETTINGS = {
+    "start_steps": 10_000,
+    "eval_interval": 5_000,
+    "eval_episodes": 10,
+    "checkpoint_interval": 10_000,
+    "checkpoint_env_state": False,
+    "checkpoint_every_minutes": 0.0,
+}
 
 # Agent settings added after the first units were computed, with the value that reproduces the
 # code those units ran (see ``Unit.config_hash``). Add a setting here only with such a value.
+ADDED_RUN_SETTINGS = {"checkpoint_env_state": False, "checkpoint_every_minutes": 0.0}
 ADDED_AGENT_SETTINGS = {
     "score_target": "qsm",
     "lam": 1.0,
@@ -66,9 +76,11 @@ class Unit:
     @property
     def config_hash(self) -> str:
         """First 10 hex digits of the SHA-256 of the full config as sorted JSON, leaving out the
-        agent settings added after units were first computed while they hold the value that
-        reproduces the earlier code (``ADDED_AGENT_SETTINGS``), so existing units keep their key."""
+        settings added after units were first computed while they hold the value that reproduces
+        the earlier code (``ADDED_RUN_SETTINGS``, ``ADDED_AGENT_SETTINGS``), so existing units keep
+        their key."""
         d = self.config.to_dict()
+        d = {k: v for k, v in d.items() if ADDED_RUN_SETTINGS.get(k, _NONE) != v}
         d["agent"] = {k: v for k, v in d["agent"].items() if ADDED_AGENT_SETTINGS.get(k, _NONE) != v}
         text = json.dumps(d, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]

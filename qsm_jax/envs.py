@@ -94,6 +94,123 @@ def env_dims(env: gym.Env) -> tuple[int, int]:
     return int(env.observation_space.shape[0]), int(env.action_space.shape[0])
 
 
+def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        return {"__array__": x.tolist(), "dtype": str(x.dtype)}
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _from_jsonable(x):
+    if isinstance(x, dict):
+        if "__array__" in x:
+            return np.asarray(x["__array__"], dtype=x["dtype"])
+        return {k: _from_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_from_jsonable(v) for v in x]
+    return x
+
+
+def _random_state(rng) -> dict:
+    if isinstance(rng, np.random.RandomState):
+        kind, keys, pos, has_gauss, gauss = rng.get_state()
+        return {"legacy": [kind, keys, pos, has_gauss, gauss]}
+    return {"generator": rng.bit_generator.state}
+
+
+def _set_random_state(rng, state: dict) -> None:
+    if "legacy" in state:
+        kind, keys, pos, has_gauss, gauss = state["legacy"]
+        rng.set_state((kind, np.asarray(keys, np.uint32), pos, has_gauss, gauss))
+    else:
+        rng.bit_generator.state = state["generator"]
+
+
+def _mj_state(model, data) -> np.ndarray:
+    """MuJoCo's full integration state (time, qpos, qvel, act, warm start, controls, applied forces)."""
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(model, spec), np.float64)
+    mujoco.mj_getState(model, data, state, spec)
+    return state
+
+
+def env_state(env: gym.Env) -> dict | None:
+    """Everything that makes ``env``'s next steps what they would have been, as JSON-able data, or
+    None if this kind of env is not supported (then checkpoints end episodes instead).
+
+    Supported: gymnasium MuJoCo envs (MuJoCo's full integration state), DeepMind Control tasks
+    through shimmy (physics state, step counter, task RNG) and classic-control envs whose state is
+    plain arrays (e.g. Pendulum). Wrapper state kept: ``TimeLimit``'s elapsed steps.
+    """
+    import mujoco
+
+    wrappers, w = {}, env
+    while isinstance(w, gym.Wrapper):
+        if isinstance(w, gym.wrappers.TimeLimit):
+            wrappers["elapsed_steps"] = w._elapsed_steps
+        w = w.env
+    base = env.unwrapped
+    out = {"wrappers": wrappers}
+    model, data = getattr(base, "model", None), getattr(base, "data", None)
+    if isinstance(data, mujoco.MjData):
+        out.update(kind="mujoco", mj=_mj_state(model, data), rng=_random_state(base.np_random))
+    elif type(base).__name__ == "DmControlCompatibilityV0":
+        dm = base._env
+        out.update(
+            kind="dm_control",
+            physics=_mj_state(dm.physics.model.ptr, dm.physics.data.ptr),
+            step_count=dm._step_count,
+            reset_next_step=dm._reset_next_step,
+            rng=_random_state(dm.task.random),
+        )
+    elif type(base).__module__.startswith("gymnasium.envs.classic_control") and hasattr(base, "state"):
+        plain = {k: v for k, v in vars(base).items() if k in ("state", "last_u", "steps_beyond_terminated")}
+        out.update(kind="classic", attrs=plain, rng=_random_state(base.np_random))
+    else:
+        return None
+    return _jsonable(out)
+
+
+def set_env_state(env: gym.Env, state: dict) -> None:
+    """Puts ``env`` back into a state recorded by ``env_state``."""
+    import mujoco
+
+    state = _from_jsonable(state)
+    w = env
+    while isinstance(w, gym.Wrapper):
+        if isinstance(w, gym.wrappers.TimeLimit):
+            w._elapsed_steps = state["wrappers"]["elapsed_steps"]
+        if hasattr(w, "_has_reset"):
+            w._has_reset = True
+        if isinstance(w, gym.wrappers.PassiveEnvChecker):  # its one-time checks ran before the save
+            w.checked_reset = w.checked_step = w.checked_data_reuse = True
+        w = w.env
+    base = env.unwrapped
+    if state["kind"] == "mujoco":
+        mujoco.mj_setState(base.model, base.data, state["mj"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        _set_random_state(base.np_random, state["rng"])
+    elif state["kind"] == "dm_control":
+        dm = base._env
+        mujoco.mj_setState(
+            dm.physics.model.ptr, dm.physics.data.ptr, state["physics"], mujoco.mjtState.mjSTATE_INTEGRATION
+        )
+        dm.physics.forward()  # dm_control steps as mj_step2 + mj_step1: derived quantities must be current
+        dm._step_count = state["step_count"]
+        dm._reset_next_step = state["reset_next_step"]
+        _set_random_state(dm.task.random, state["rng"])
+    else:
+        for k, v in state["attrs"].items():
+            setattr(base, k, v)
+        _set_random_state(base.np_random, state["rng"])
+
+
 class EnvPool:
     """``num`` copies of an env stepped together, auto-resetting in the same step (gymnasium 1.x).
 
@@ -145,6 +262,21 @@ class EnvPool:
         self.returns[done] = 0.0
         self.lengths[done] = 0
         return transitions, next_obs.astype(np.float32), finished
+
+    def get_state(self) -> dict | None:
+        """The state of every env and of the episode bookkeeping (JSON-able), or None if some env's
+        state cannot be saved (``env_state``)."""
+        states = [env_state(e) for e in self.envs.envs]
+        if any(s is None for s in states):
+            return None
+        return {"envs": states, "returns": self.returns.tolist(), "lengths": self.lengths.tolist()}
+
+    def set_state(self, state: dict) -> None:
+        """Restores a ``get_state`` record: the next ``step`` continues the episodes in progress."""
+        for e, s in zip(self.envs.envs, state["envs"], strict=True):
+            set_env_state(e, s)
+        self.returns[:] = state["returns"]
+        self.lengths[:] = state["lengths"]
 
     def close(self) -> None:
         self.envs.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any
 
@@ -23,7 +26,7 @@ from qsm_jax.replay import ReplayBuffer, replay_init
 from qsm_jax.types import Batch
 
 # Settings a resumed run may change; every other difference means another experiment.
-RESUMABLE_CHANGES = ("max_steps",)
+RESUMABLE_CHANGES = ("max_steps", "checkpoint_every_minutes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,13 @@ class RunConfig:
       eval_interval: env steps between evaluations (one more runs at the end).
       eval_episodes: episodes per evaluation, on separate envs with their own seeds.
       checkpoint_interval: env steps between checkpoints (one more at the end).
+      checkpoint_env_state: save the training envs' state with each checkpoint (MuJoCo /
+        dm_control simulator state, time-limit counters, env RNGs, episode returns), so that a
+        checkpoint does not end the episodes in progress and may come at any step. False (or an
+        env whose state cannot be saved, ``envs.env_state``): each checkpoint ends the episodes as
+        time-limit truncations (the earlier rule), checkpoints only every ``checkpoint_interval``.
+      checkpoint_every_minutes: also checkpoint after this many minutes of wall-clock time (0 =
+        never); only with the env state saved, so that it changes nothing in the results.
       log_interval: env steps between rows of training metrics.
       utd: updates per env step (a real update-to-data ratio: ``utd * num_envs`` updates, each on
         its own batch, per vector step).
@@ -59,6 +69,8 @@ class RunConfig:
     eval_interval: int = 10_000
     eval_episodes: int = 10
     checkpoint_interval: int = 50_000
+    checkpoint_env_state: bool = True
+    checkpoint_every_minutes: float = 10.0
     log_interval: int = 1_000
     utd: int = 1
     num_envs: int = 1
@@ -93,6 +105,11 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.checkpoint_env_state, bool):
+            raise ValueError(f"checkpoint_env_state must be a bool, got {self.checkpoint_env_state!r}")
+        minutes = self.checkpoint_every_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (0 <= minutes < float("inf")):
+            raise ValueError(f"checkpoint_every_minutes must be a number >= 0 (0 = never), got {minutes!r}")
         if self.buffer_size < self.num_envs:
             raise ValueError(f"buffer_size ({self.buffer_size}) must be at least num_envs ({self.num_envs})")
         for name in ("max_steps", "start_steps", "eval_interval", "checkpoint_interval", "log_interval"):
@@ -127,6 +144,40 @@ def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
             f"{where} was written by a different configuration ({'; '.join(diffs)}); "
             "re-run with the same flags to resume, or pass a new --workdir"
         )
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run; ``str()`` says whether a checkpoint was saved and how to resume."""
+
+    def __init__(self, env_step: int, last_checkpoint: int | None, saved: bool):
+        self.env_step, self.last_checkpoint, self.saved = env_step, last_checkpoint, saved
+        if saved:
+            text = f"interrupted at env step {env_step}; checkpoint saved there: re-run the same command to resume"
+        else:
+            where = f"step {last_checkpoint}" if last_checkpoint else "the start"
+            text = (
+                f"interrupted at env step {env_step}; no checkpoint saved (the env state is not saved with "
+                f"checkpoints here): re-run the same command to resume from {where}"
+            )
+        super().__init__(text)
+
+
+def _install_signal_handlers(flag: list) -> dict:
+    """SIGINT and SIGTERM set ``flag`` (the loop then checkpoints and stops); a second one kills."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    for sig, old in handlers.items():
+        signal.signal(sig, old)
 
 
 @jax.jit
@@ -327,6 +378,8 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
         _, states, arrays, meta = restored
         buffers = _buffer_from_host(arrays, meta, empty)
         env_step, segment, history = meta["env_step"], meta["segment"], meta["history"]
+    else:
+        meta = {}
     del empty
     states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), sharding)
     writer = MetricsWriter(workdir, resume_step=env_step)
@@ -357,7 +410,41 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
         )
         return obs, actions
 
-    obs, actions = start_segment()
+    if meta.get("env_state") is not None:  # the checkpoint came mid-episode: continue the episodes
+        pool.set_state(meta["env_state"])
+        obs = np.asarray(meta["obs"], np.float32).reshape(num_seeds, num_envs, obs_dim)
+        actions = jnp.asarray(np.asarray(meta["actions"], np.float32).reshape(num_seeds, num_envs, action_dim))
+    else:
+        obs, actions = start_segment()
+    saves_env_state = config.checkpoint_env_state and pool.get_state() is not None
+    if config.checkpoint_env_state and not saves_env_state:
+        print(
+            f"note: the state of {config.env} cannot be saved, so each checkpoint ends the episodes in progress "
+            "(as time-limit truncations) and comes only every --checkpoint_interval env steps",
+            file=sys.stderr,
+        )
+    interrupted = []
+    handlers = _install_signal_handlers(interrupted)
+    last_save_time = time.time()
+
+    def save_checkpoint():
+        nonlocal segment, obs, actions, last_save_time
+        if learn and not bool(_all_finite(states)):  # never save a diverged state
+            raise ValueError(_divergence_message(env_step, "a parameter", config, checkpointer.latest_step()))
+        meta = {"env_step": env_step, "segment": segment, "history": history, "config": config.to_dict()}
+        if saves_env_state:
+            meta.update(
+                env_state=pool.get_state(),
+                obs=np.asarray(obs).ravel().tolist(),
+                actions=np.asarray(actions).ravel().tolist(),
+            )
+            checkpointer.save(env_step, states, buffers, meta)
+        else:
+            meta["segment"] = segment = segment + 1
+            checkpointer.save(env_step, states, buffers, meta)
+            obs, actions = start_segment()
+        last_save_time = time.time()
+
     bar = tqdm.tqdm(total=config.max_steps, initial=env_step, unit="step", disable=not progress, dynamic_ncols=True)
 
     def show_last_eval():
@@ -402,20 +489,23 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
             if env_step % config.eval_interval == 0 or env_step == config.max_steps:
                 run_evaluation()
                 show_last_eval()
-            if env_step % config.checkpoint_interval == 0 or env_step == config.max_steps:
-                if learn and not bool(_all_finite(states)):  # never save a diverged state
-                    raise ValueError(_divergence_message(env_step, "a parameter", config, checkpointer.latest_step()))
-                segment += 1
-                meta = {"env_step": env_step, "segment": segment, "history": history, "config": config.to_dict()}
-                checkpointer.save(env_step, states, buffers, meta)
-                obs, actions = start_segment()
+            due = env_step % config.checkpoint_interval == 0 or env_step == config.max_steps
+            minutes = config.checkpoint_every_minutes
+            due = due or (saves_env_state and minutes > 0 and time.time() - last_save_time >= 60 * minutes)
+            if due or (interrupted and saves_env_state):
+                save_checkpoint()
             bar.update(num_envs)
-    except ValueError:  # divergence: close everything so the program exits with one line
+            if interrupted:
+                saved = saves_env_state or due
+                raise Interrupted(env_step, checkpointer.latest_step(), saved)
+    except (ValueError, Interrupted):  # divergence or a signal: close everything, exit with one line
         bar.close()
         writer.close()
         checkpointer.close()
         pool.close()
         raise
+    finally:
+        _restore_signal_handlers(handlers)
     bar.close()
     if not history or history[-1]["step"] != env_step:
         run_evaluation()

@@ -1,6 +1,10 @@
 """Runs that survive what users do to them: damaged checkpoints, damaged config.json, odd workdirs."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import gymnasium as gym
 import jax
@@ -10,7 +14,7 @@ import pytest
 import qsm_jax
 from qsm_jax.train import restore_run, train_and_evaluate
 
-from .test_train import TINY_FLAGS, _run_py, _tiny
+from .test_train import ROOT, TINY_FLAGS, _run_py, _tiny
 
 
 def _truncate_data_files(checkpoint_dir):
@@ -99,3 +103,55 @@ def test_divergence_stops_with_one_line_and_the_last_checkpoint_restores(tmp_pat
     states, buffers, meta = restore_run(workdir)
     assert meta["env_step"] == 200
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(states))
+
+
+def _leaves_equal(workdir_a, workdir_b):
+    state_a, buffer_a, meta_a = restore_run(str(workdir_a))
+    state_b, buffer_b, meta_b = restore_run(str(workdir_b))
+    assert meta_a["history"] == meta_b["history"]
+    for a, b in zip(jax.tree.leaves((state_a, buffer_a)), jax.tree.leaves((state_b, buffer_b)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_wall_clock_checkpoints_change_nothing(tmp_path):
+    plain = train_and_evaluate(_tiny(max_steps=500, checkpoint_interval=500), str(tmp_path / "a"), progress=False)
+    often = train_and_evaluate(
+        _tiny(max_steps=500, checkpoint_interval=500, checkpoint_every_minutes=0.002),
+        str(tmp_path / "b"),
+        progress=False,
+    )
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "b" / "checkpoints") if d.isdigit())
+    assert steps[-1] == 500 and steps[0] % 200 != 0  # a mid-episode checkpoint (Pendulum: 200-step episodes)
+    assert often["history"] == plain["history"]
+    _leaves_equal(tmp_path / "a", tmp_path / "b")
+
+
+def test_sigint_mid_episode_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
+    config = _tiny(max_steps=600, checkpoint_interval=600, eval_interval=300, agent=agent)
+    train_and_evaluate(config, str(tmp_path / "whole"), progress=False)
+    workdir = tmp_path / "stopped"
+    flags = ["--env=Pendulum-v1", "--seed=3", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
+    flags += ["--eval_interval=300", "--eval_episodes=2", "--checkpoint_interval=600", "--log_interval=50"]
+    args = [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *flags, *TINY_FLAGS, "--max_steps=600"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
+    proc = subprocess.Popen(
+        [*args, f"--workdir={workdir}"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        metrics = workdir / "metrics.jsonl"
+        if metrics.exists() and any('"step": 250' in line for line in metrics.read_text().splitlines()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert "interrupted at env step" in last and "checkpoint saved there" in last
+    stopped_at = int(last.split("env step ")[1].split(";")[0])
+    assert 250 <= stopped_at < 600 and stopped_at % 200 != 0  # mid-episode
+    out = subprocess.run([*args, f"--workdir={workdir}"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    _leaves_equal(tmp_path / "whole", workdir)
