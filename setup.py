@@ -27,6 +27,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "tensorboardX>=2.6",
+        "imageio>=2.30",  # evaluation videos (MP4 through the ffmpeg that imageio-ffmpeg bundles)
+        "imageio-ffmpeg>=0.5",
         "rliable>=1.2",  # benchmark statistics (IQM, stratified bootstrap CIs, probability of improvement)
         "pandas<3",  # rliable's arch does not import under pandas 3
     ],

@@ -9,6 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
+_GL_DEFAULTED = "MUJOCO_GL" not in os.environ
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 from qsm_jax.algorithms import ALGORITHMS, get_algorithm  # noqa: E402
@@ -40,6 +41,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_float(
     "checkpoint_every_minutes", _RUN.checkpoint_every_minutes, "Also checkpoint every this many minutes (0 = never)."
+)
+flags.DEFINE_integer(
+    "video_interval", _RUN.video_interval, "Record an evaluation episode to workdir/videos every N env steps (0 = no)."
 )
 flags.DEFINE_integer("log_interval", _RUN.log_interval, "Env steps between rows of training metrics.")
 flags.DEFINE_integer("utd", _RUN.utd, "Updates per env step (each on its own batch).")
@@ -86,6 +90,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    if FLAGS.video_interval > 0 and os.environ.get("MUJOCO_GL") == "disable" and _GL_DEFAULTED:
+        os.environ["MUJOCO_GL"] = "egl"  # headless offscreen rendering (MuJoCo is imported later)
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     try:
         common = {"actor_lr": FLAGS.actor_lr, "critic_lr": FLAGS.critic_lr, "gamma": FLAGS.gamma, "tau": FLAGS.tau}
         for name in ("actor_hidden_dims", "critic_hidden_dims"):
@@ -109,6 +116,7 @@ def main(argv):
             checkpoint_interval=FLAGS.checkpoint_interval,
             checkpoint_env_state=FLAGS.checkpoint_env_state,
             checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
+            video_interval=FLAGS.video_interval,
             log_interval=FLAGS.log_interval,
             utd=FLAGS.utd,
             num_envs=FLAGS.num_envs,

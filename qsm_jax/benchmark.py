@@ -48,7 +48,7 @@ BENCH_SETTINGS = {
 
 # Agent settings added after the first units were computed, with the value that reproduces the
 # code those units ran (see ``Unit.config_hash``). Add a setting here only with such a value.
-ADDED_RUN_SETTINGS = {"checkpoint_env_state": False, "checkpoint_every_minutes": 0.0}
+ADDED_RUN_SETTINGS = {"checkpoint_env_state": False, "checkpoint_every_minutes": 0.0, "video_interval": 0}
 ADDED_AGENT_SETTINGS = {
     "score_target": "qsm",
     "lam": 1.0,

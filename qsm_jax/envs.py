@@ -52,13 +52,15 @@ def _flatten_dict_observations(env: gym.Env, env_id: str) -> gym.Env:
     return gym.wrappers.TransformObservation(env, lambda o: np.asarray(o, np.float32), flat)
 
 
-def make_env(env_id: str) -> gym.Env:
+def make_env(env_id: str, render: bool = False) -> gym.Env:
     """Makes ``env_id`` with its actions rescaled so that the agent acts in [-1, 1].
 
     Gymnasium ids (``Walker2d-v4``) and DeepMind Control Suite tasks through shimmy
     (``dm_control/walker-walk-v0``) both work. dm_control's dict observations are flattened to one
     float32 vector (``_flatten_dict_observations``); its episodes end at 1000 steps as truncations
     (shimmy reports ``truncated`` when the final discount is > 0), so the critic bootstraps there.
+
+    With ``render``, the env renders RGB frames (``env.render()``, MuJoCo's offscreen renderer).
 
     Raises:
       ValueError: unknown id, a non-Box or unbounded action space, or observations that are not
@@ -67,7 +69,7 @@ def make_env(env_id: str) -> gym.Env:
     if env_id.startswith(DMC_PREFIX):
         _register_dm_control()
     try:
-        env = gym.make(env_id)
+        env = gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
     except gym.error.Error as e:
         raise ValueError(_unknown_id_message(env_id, e)) from None
     space = env.action_space

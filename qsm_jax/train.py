@@ -26,7 +26,7 @@ from qsm_jax.replay import ReplayBuffer, replay_init
 from qsm_jax.types import Batch
 
 # Settings a resumed run may change; every other difference means another experiment.
-RESUMABLE_CHANGES = ("max_steps", "checkpoint_every_minutes")
+RESUMABLE_CHANGES = ("max_steps", "checkpoint_every_minutes", "video_interval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,8 @@ class RunConfig:
         checkpoint does not end the episodes in progress and may come at any step. False (or an
         env whose state cannot be saved, ``envs.env_state``): each checkpoint ends the episodes as
         time-limit truncations (the earlier rule), checkpoints only every ``checkpoint_interval``.
+      video_interval: record the first evaluation episode (seed ``seed``) every this many env steps
+        to ``workdir/videos/<step>.mp4`` (0 = never); a multiple of ``eval_interval``.
       checkpoint_every_minutes: also checkpoint after this many minutes of wall-clock time (0 =
         never); only with the env state saved, so that it changes nothing in the results.
       log_interval: env steps between rows of training metrics.
@@ -71,6 +73,7 @@ class RunConfig:
     checkpoint_interval: int = 50_000
     checkpoint_env_state: bool = True
     checkpoint_every_minutes: float = 10.0
+    video_interval: int = 0
     log_interval: int = 1_000
     utd: int = 1
     num_envs: int = 1
@@ -110,6 +113,12 @@ class RunConfig:
         minutes = self.checkpoint_every_minutes
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (0 <= minutes < float("inf")):
             raise ValueError(f"checkpoint_every_minutes must be a number >= 0 (0 = never), got {minutes!r}")
+        if not isinstance(self.video_interval, int) or isinstance(self.video_interval, bool) or self.video_interval < 0:
+            raise ValueError(f"video_interval must be an integer >= 0 (0 = no videos), got {self.video_interval!r}")
+        if self.video_interval % self.eval_interval:
+            raise ValueError(
+                f"video_interval ({self.video_interval}) must be a multiple of eval_interval ({self.eval_interval})"
+            )
         if self.buffer_size < self.num_envs:
             raise ValueError(f"buffer_size ({self.buffer_size}) must be at least num_envs ({self.num_envs})")
         for name in ("max_steps", "start_steps", "eval_interval", "checkpoint_interval", "log_interval"):
@@ -144,6 +153,38 @@ def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
             f"{where} was written by a different configuration ({'; '.join(diffs)}); "
             "re-run with the same flags to resume, or pass a new --workdir"
         )
+
+
+def _check_rendering(env, env_id: str) -> None:
+    try:
+        import mujoco
+
+        context = mujoco.GLContext(16, 16)  # fails cleanly where no offscreen backend is set up
+        context.make_current()
+        context.free()
+        env.reset(seed=0)
+        frame = env.render()
+        assert frame is not None and frame.ndim == 3
+    except Exception as e:  # noqa: BLE001 (any failure means no usable offscreen backend)
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"--video_interval needs offscreen rendering of {env_id}, which failed ({reason}); install EGL "
+            "(e.g. apt install libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+        ) from None
+
+
+def _write_video(workdir: str, step: int, frames: list, writer: MetricsWriter, fps: int = 30) -> str:
+    """Writes ``workdir/videos/<step>.mp4`` (H.264 through imageio-ffmpeg) and 4 of its frames to
+    TensorBoard (``eval/video_frames``)."""
+    import imageio.v2 as imageio
+
+    os.makedirs(os.path.join(workdir, "videos"), exist_ok=True)
+    path = os.path.join(workdir, "videos", f"{step}.mp4")
+    imageio.mimwrite(path + ".tmp.mp4", frames, fps=fps, codec="libx264", macro_block_size=1)
+    os.replace(path + ".tmp.mp4", path)
+    picks = np.linspace(0, len(frames) - 1, 4).astype(int)
+    writer.tb.add_images("eval/video_frames", np.stack([frames[i] for i in picks]), step, dataformats="NHWC")
+    return path
 
 
 class Interrupted(Exception):
@@ -253,7 +294,7 @@ def _eval_actions(states, observations, keys, t):
     return jax.vmap(algorithm_of(states).policy_sample)(states, observations, keys)
 
 
-def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.ndarray:
+def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames: list | None = None) -> np.ndarray:
     """One episode per env for K stacked agents, in lockstep, one batched action call per time step.
 
     Evaluation actions are ``policy_sample(..., explore=False)``: for QSM a single stochastic sample
@@ -264,6 +305,8 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.
       envs: K * E envs (agent k uses envs[k * E:(k + 1) * E]).
       seeds: reset seeds, (K, E).
       keys: raw keys, (K, 2).
+      frames: if a list, ``envs[0]`` (made with ``render=True``) appends an RGB frame (H, W, 3)
+        after its reset and after each of its steps; rendering does not change the returns.
 
     Returns:
       Undiscounted returns, (K, E).
@@ -271,6 +314,8 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.
     num_seeds, episodes = seeds.shape
     obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds.ravel(), strict=True)])
     obs = obs.astype(np.float32).reshape(num_seeds, episodes, -1)
+    if frames is not None:
+        frames.append(envs[0].render())
     returns = np.zeros(num_seeds * episodes)
     done = np.zeros(num_seeds * episodes, bool)
     t = 0
@@ -279,6 +324,8 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array) -> np.
         flat_obs = obs.reshape(num_seeds * episodes, -1)
         for i in np.flatnonzero(~done):
             o, r, terminated, truncated, _ = envs[i].step(actions[i])
+            if frames is not None and i == 0:
+                frames.append(envs[0].render())
             flat_obs[i] = o
             returns[i] += r
             done[i] = terminated or truncated
@@ -353,7 +400,12 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
     pool = EnvPool(config.env, num_seeds * num_envs)
     with open(config_path, "w") as f:
         json.dump(config.to_dict(), f, indent=2)
-    eval_envs = [make_env(config.env) for _ in range(num_seeds * config.eval_episodes)]
+    eval_envs = [
+        make_env(config.env, render=i == 0 and config.video_interval > 0)
+        for i in range(num_seeds * config.eval_episodes)
+    ]
+    if config.video_interval > 0:
+        _check_rendering(eval_envs[0], config.env)
     obs_dim, action_dim = env_dims(eval_envs[0])
 
     sharding = seed_sharding(num_seeds)
@@ -389,7 +441,11 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
         index = len({h["step"] for h in history})
         eval_seeds = np.array([[_seed_int(s, 1, index, i) for i in range(config.eval_episodes)] for s in seeds])
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loop_keys, env_step)
-        returns = evaluate(states, eval_envs, eval_seeds, keys)
+        frames = [] if config.video_interval > 0 and env_step % config.video_interval == 0 else None
+        returns = evaluate(states, eval_envs, eval_seeds, keys, frames)
+        if frames:
+            _write_video(workdir, env_step, frames, writer)
+            writer.write(env_step, "video", {"seed": seeds[0], "frames": len(frames)})
         for k, s in enumerate(seeds):
             row = {
                 "step": env_step,

@@ -1,5 +1,6 @@
 """Runs that survive what users do to them: damaged checkpoints, damaged config.json, odd workdirs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -155,3 +156,32 @@ def test_sigint_mid_episode_saves_and_the_resumed_run_equals_an_uninterrupted_on
     out = subprocess.run([*args, f"--workdir={workdir}"], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     _leaves_equal(tmp_path / "whole", workdir)
+
+
+def test_evaluation_videos_are_valid_mp4s_and_change_nothing(tmp_path):
+    import imageio.v3 as iio
+
+    flags = ["--env=Hopper-v4", "--max_steps=400", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
+    flags += ["--eval_interval=200", "--eval_episodes=1", "--checkpoint_interval=400", *TINY_FLAGS]
+    plain = _run_py(*flags, f"--workdir={tmp_path / 'plain'}")
+    no_gl = _run_py(*flags, "--video_interval=200", f"--workdir={tmp_path / 'no_gl'}")  # MUJOCO_GL=disable
+    assert no_gl.returncode != 0 and "Traceback" not in no_gl.stderr, no_gl.stderr[-2000:]
+    assert "--video_interval needs offscreen rendering" in no_gl.stderr.strip().splitlines()[-1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+    filmed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *flags, "--video_interval=200"]
+        + [f"--workdir={tmp_path / 'filmed'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert plain.returncode == 0 and filmed.returncode == 0, filmed.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "filmed" / "metrics.jsonl").read_text().splitlines()]
+    videos = {r["step"]: r["frames"] for r in rows if r["kind"] == "video"}
+    assert sorted(videos) == [200, 400]
+    for step, count in videos.items():
+        frames = iio.imread(tmp_path / "filmed" / "videos" / f"{step}.mp4")
+        assert frames.ndim == 4 and frames.shape[-1] == 3 and len(frames) == count >= 2
+    evals = [r for r in rows if r["kind"] == "eval"]
+    plain_rows = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    assert evals == [r for r in plain_rows if r["kind"] == "eval"]  # rendering changes no return
