@@ -19,7 +19,7 @@ install: $(STAMP)
 
 # Unit tests plus the learning tests that run in minutes on a 2-core CPU.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 # Train QSM with the reference defaults (1M env steps); outputs go to runs/<env>_seed<seed>.
 run: $(STAMP)

@@ -32,7 +32,7 @@ setup(
         "rliable>=1.2",  # benchmark statistics (IQM, stratified bootstrap CIs, probability of improvement)
         "pandas<3",  # rliable's arch does not import under pandas 3
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
