@@ -97,34 +97,39 @@ class QSMConfig:
             _finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,
             f"grad_rms_decay must be in [0, 1), got {self.grad_rms_decay}",
         )
-        _check(
-            isinstance(self.num_action_samples, int)
-            and not isinstance(self.num_action_samples, bool)
-            and self.num_action_samples >= 1,
-            f"num_action_samples must be an integer >= 1, got {self.num_action_samples!r}",
-        )
-        _check(
-            self.time_features > 0 and self.time_features % 2 == 0,
-            f"time_features must be a positive even integer, got {self.time_features}",
-        )
-        _check(
-            self.actor_lr_decay_steps >= 0,
-            f"actor_lr_decay_steps must be >= 0 (0 = constant), got {self.actor_lr_decay_steps}",
-        )
-        _check(
-            isinstance(self.diffusion_steps, int) and self.diffusion_steps >= 1,
-            f"diffusion_steps (T) must be an integer >= 1, got {self.diffusion_steps!r}",
-        )
-        _check(
-            self.beta_schedule in BETA_SCHEDULES,
-            f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}",
-        )
-        for name in ("temperature", "exploration_noise", "target_noise"):
-            value = getattr(self, name)
-            _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+        check_diffusion_config(self)
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
+
+
+def check_diffusion_config(config) -> None:
+    """Checks the settings of a diffusion policy (QSM, and the DQL baseline that shares its policy)."""
+    _check(
+        config.time_features > 0 and config.time_features % 2 == 0,
+        f"time_features must be a positive even integer, got {config.time_features}",
+    )
+    _check(
+        config.actor_lr_decay_steps >= 0,
+        f"actor_lr_decay_steps must be >= 0 (0 = constant), got {config.actor_lr_decay_steps}",
+    )
+    _check(
+        isinstance(config.diffusion_steps, int) and config.diffusion_steps >= 1,
+        f"diffusion_steps (T) must be an integer >= 1, got {config.diffusion_steps!r}",
+    )
+    _check(
+        config.beta_schedule in BETA_SCHEDULES,
+        f"beta_schedule must be one of {BETA_SCHEDULES}, got {config.beta_schedule!r}",
+    )
+    for name in ("temperature", "exploration_noise", "target_noise"):
+        value = getattr(config, name)
+        _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+    _check(
+        isinstance(config.num_action_samples, int)
+        and not isinstance(config.num_action_samples, bool)
+        and config.num_action_samples >= 1,
+        f"num_action_samples must be an integer >= 1, got {config.num_action_samples!r}",
+    )
 
 
 def config_to_dict(config) -> dict:

@@ -25,7 +25,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from qsm_jax import diffusion, learner
-from qsm_jax.config import BETA_SCHEDULES, QSMConfig, _check, _finite, check_agent_config, config_to_dict
+from qsm_jax.config import QSMConfig, check_agent_config, check_diffusion_config, config_to_dict
 from qsm_jax.types import Batch
 
 
@@ -63,17 +63,7 @@ class DQLConfig:
 
     def __post_init__(self) -> None:
         check_agent_config(self, dims=("time_hidden_dims",), positive=("eta",))
-        _check(
-            isinstance(self.diffusion_steps, int) and self.diffusion_steps >= 1,
-            f"diffusion_steps (T) must be an integer >= 1, got {self.diffusion_steps!r}",
-        )
-        _check(
-            self.beta_schedule in BETA_SCHEDULES,
-            f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}",
-        )
-        for name in ("temperature", "exploration_noise", "target_noise"):
-            value = getattr(self, name)
-            _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+        check_diffusion_config(self)
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
