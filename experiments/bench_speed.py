@@ -203,6 +203,21 @@ def _best_rate(fns: dict, rounds: int) -> dict:
     return {name: float(np.max(r)) for name, r in rates.items()}
 
 
+def _update_timer(holder: dict, step, batch, n: int):
+    """A timed callable: ``n`` updates of ``holder["state"]`` (kept for the next round), updates/s."""
+
+    def once():
+        state = holder["state"]
+        t = time.perf_counter()
+        for _ in range(n):
+            state, _ = step(state, batch)
+        jax.block_until_ready(state)
+        holder["state"] = state
+        return n / (time.perf_counter() - t)
+
+    return once
+
+
 def matmul_peak(rounds: int) -> float:
     x = jnp.ones((2048, 2048), jnp.float32)
     f = jax.jit(lambda a: a @ a)
@@ -232,19 +247,13 @@ def bench_updates(hidden, obs_dim, action_dim, rounds, n):
         holder["state"], _ = step(holder["state"], batch)
         jax.block_until_ready(holder["state"])
 
-    def timer(holder, step):
-        def once():
-            state = holder["state"]
-            t = time.perf_counter()
-            for _ in range(n):
-                state, _ = step(state, batch)
-            jax.block_until_ready(state)
-            holder["state"] = state
-            return n / (time.perf_counter() - t)
-
-        return once
-
-    rates = _best_rate({"qsm_jax": timer(ours, qsm_jax.train_step), "reference-style": timer(ref, ref_update)}, rounds)
+    rates = _best_rate(
+        {
+            "qsm_jax": _update_timer(ours, qsm_jax.train_step, batch, n),
+            "reference-style": _update_timer(ref, ref_update, batch, n),
+        },
+        rounds,
+    )
     # Both do the same math. XLA's cost analysis counts a rolled scan body once, not T times, so the
     # reference-style count (rolled chain) is short by 4 chain steps; the unrolled qsm_jax count is
     # the true work of one update and is used for both.
@@ -271,17 +280,7 @@ def bench_variants(hidden, obs_dim, action_dim, rounds, n, samples=(1, 8)):
         config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, **kwargs)
         holders[name] = {"state": qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
         holders[name]["state"], _ = qsm_jax.train_step(holders[name]["state"], batch)
-
-        def once(holder=holders[name]):
-            state = holder["state"]
-            t = time.perf_counter()
-            for _ in range(n):
-                state, _ = qsm_jax.train_step(state, batch)
-            jax.block_until_ready(state)
-            holder["state"] = state
-            return n / (time.perf_counter() - t)
-
-        timers[f"update: {name}"] = once
+        timers[f"update: {name}"] = _update_timer(holders[name], qsm_jax.train_step, batch, n)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     for count in samples:
         config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, num_action_samples=count)
@@ -337,17 +336,7 @@ def bench_dql(obs_dim, action_dim, rounds, n) -> dict:
                 compiled = algorithm.train_step.lower(holder["state"], batch).compile()
                 out[name] = {"gflop": _flops(compiled) / 1e9}
                 holder["state"], _ = algorithm.train_step(holder["state"], batch)
-
-                def once(holder=holder, step=algorithm.train_step):
-                    state = holder["state"]
-                    t = time.perf_counter()
-                    for _ in range(n):
-                        state, _ = step(state, batch)
-                    jax.block_until_ready(state)
-                    holder["state"] = state
-                    return n / (time.perf_counter() - t)
-
-                timers[name] = once
+                timers[name] = _update_timer(holder, algorithm.train_step, batch, n)
     for name, rate in _best_rate(timers, rounds).items():
         out[name]["updates_per_s"] = rate
     return out
