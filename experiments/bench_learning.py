@@ -34,6 +34,9 @@ flags.DEFINE_bool("report", False, "Rebuild the report (tables, plots) from the 
 flags.DEFINE_integer("max_units", 0, "Run at most this many pending units (0 = all).")
 flags.DEFINE_float("time_budget", 0.0, "Minutes; after this no unit starts and running ones stop (they resume later).")
 flags.DEFINE_integer("workers", 0, "Units run at once, each pinned to one core (0 = one per usable core).")
+flags.DEFINE_list(
+    "units", [], "Run only these unit keys of --suite, in this order (default: every pending unit, cheapest first)."
+)
 flags.DEFINE_string("unit", "", "Run this one unit key of --suite in this process (used by the runner).")
 flags.DEFINE_bool("git_commit", False, "git-commit each unit file as soon as it is written.")
 flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read and written.")
@@ -93,6 +96,9 @@ def _commit(path: str, message: str) -> None:
 
 def _run_pending(units: list[benchmark.Unit]) -> None:
     order = benchmark.run_order(units, FLAGS.units_dir)
+    if FLAGS.units:
+        pending = {u.key: u for u in order}
+        order = [pending[k] for k in FLAGS.units if k in pending]
     if FLAGS.max_units:
         order = order[: FLAGS.max_units]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -180,6 +186,9 @@ def main(argv):
                 sys.exit(f"bench_learning.py: {e}")
             print(f"{record['key']}: final return {record['final_return']:.1f}")
             return
+        unknown = [k for k in FLAGS.units if k not in {u.key for u in units}]
+        if unknown:
+            raise ValueError(f"--units: {', '.join(unknown)} not in --suite={','.join(FLAGS.suite)} (see --list)")
         if FLAGS.list:
             _list(units)
             return
