@@ -44,7 +44,7 @@ flags.DEFINE_string("runs_dir", benchmark.RUNS_DIR, "Where unit runs (checkpoint
 flags.DEFINE_string("out_dir", os.path.join("results", "learning"), "Where the report goes.")
 flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
 flags.DEFINE_string(
-    "readme", "", "With --report: also refresh the marked learning block of this file (make report: README.md)."
+    "readme", "", "With --report: also refresh each suite's marked block in this file (make report: README.md)."
 )
 
 

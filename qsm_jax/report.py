@@ -252,8 +252,8 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
 def write_report(units_dir: str, out_dir: str, suites: list[str], readme: str | None = None) -> str:
     """Writes ``out_dir/README.md`` and its plots for ``suites`` from the unit files; returns its path.
 
-    With ``readme``, the first suite's table and plots also replace the marked block of that file
-    (the project README's learning section)."""
+    With ``readme``, each suite's table and plots also replace that suite's block in the file, the
+    lines between ``begin_marker(suite)`` and ``end_marker(suite)`` (suites without a block are skipped)."""
     os.makedirs(out_dir, exist_ok=True)
     records = benchmark.load_units(units_dir)
     commits = sorted({r["commit"][:7] + (" (dirty)" if r["dirty"] else "") for r in records})
@@ -278,23 +278,33 @@ def write_report(units_dir: str, out_dir: str, suites: list[str], readme: str | 
     with open(path, "w") as f:
         f.write("\n".join(header + body))
     if readme:
-        _update_readme_block(readme, body[0], os.path.relpath(out_dir, os.path.dirname(os.path.abspath(readme)) or "."))
+        rel = os.path.relpath(out_dir, os.path.dirname(os.path.abspath(readme)) or ".")
+        for name, section in zip(suites, body, strict=True):
+            _update_readme_block(readme, name, section, rel)
     return path
 
 
-BEGIN, END = "<!-- learning-report: begin (written by bench_learning.py --report) -->", "<!-- learning-report: end -->"
+def begin_marker(suite: str) -> str:
+    """The line that opens the README block holding ``suite``'s table (see ``write_report``)."""
+    return f"<!-- learning-report: begin {suite} (written by bench_learning.py --report) -->"
 
 
-def _update_readme_block(readme: str, section: str, rel: str) -> None:
-    """Replaces the text between the markers in ``readme`` with the first suite's table and plots."""
+def end_marker(suite: str) -> str:
+    return f"<!-- learning-report: end {suite} -->"
+
+
+def _update_readme_block(readme: str, suite: str, section: str, rel: str) -> None:
+    """Replaces the text between ``suite``'s markers in ``readme`` (if it has them) with the suite's
+    table and plots; the plot links are made relative to the README."""
     with open(readme) as f:
         text = f.read()
-    if BEGIN not in text or END not in text:
+    begin, end = begin_marker(suite), end_marker(suite)
+    if begin not in text or end not in text:
         return
     lines = section.splitlines()
     table = [line for line in lines if line.startswith("|")]
     pngs = [line.replace("](", f"]({rel}/") for line in lines if line.startswith("![")]
-    block = "\n".join([BEGIN, lines[0].replace("## Suite", "Suite"), "", *table, "", *pngs, END])
-    start, end = text.index(BEGIN), text.index(END) + len(END)
+    block = "\n".join([begin, lines[0].replace("## Suite", "Suite"), "", *table, "", *pngs, end])
+    start, stop = text.index(begin), text.index(end) + len(end)
     with open(readme, "w") as f:
-        f.write(text[:start] + block + text[end:])
+        f.write(text[:start] + block + text[stop:])

@@ -181,11 +181,13 @@ def test_report_marks_missing_units_pending(fixture_suite):
     for u in (u for u in units if u.config.algo == "sac" and u.config.env == "Walker2d-v4"):
         os.remove(u.path(units_dir))
     readme = out.parent / "README.md"
-    readme.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\nrest\n")
+    other = f"{report.begin_marker('other')}\nother table\n{report.end_marker('other')}\n"
+    fixture = f"{report.begin_marker('fixture')}\nold table\n{report.end_marker('fixture')}\n"
+    readme.write_text(f"intro\n{fixture}{other}rest\n")
     text = open(report.write_report(units_dir, str(out), ["fixture"], readme=str(readme))).read()
     assert "## Suite `fixture`: 12 units, 8 done, 4 pending" in text
     block = readme.read_text()
-    assert block.startswith("intro\n") and block.endswith("rest\n") and "old table" not in block
+    assert block.startswith("intro\n") and block.endswith(f"{other}rest\n") and "old table" not in block
     assert "| Walker2d-v4 | SAC | 0 | pending |" in block and "](out/fixture_Hopper-v4.png)" in block
     assert "| Hopper-v4 | QSM | 2 |" in text and text.count("| seed 2 |") >= 1
     assert "| Walker2d-v4 | SAC | 0 | pending | - | - | - | - | seed 0, seed 1, seed 2 |" in text
