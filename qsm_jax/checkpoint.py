@@ -72,14 +72,32 @@ class RunCheckpointer:
         )
         return restored["state"], {k: np.asarray(v) for k, v in restored["buffer"].items()}, meta
 
-    def restore_newest_intact(self, state_template: Any, empty_buffers: ReplayBuffer, check_meta=None):
+    def restore_checked(self, step: int, state_template: Any, empty_buffers: ReplayBuffer):
+        """``restore`` of one step, with a one-line ValueError if it is missing or damaged."""
+        steps = sorted(self.manager.all_steps())
+        if step not in steps:
+            raise ValueError(f"no checkpoint at step {step} in {self.directory}; it has steps {steps}")
+        try:
+            with _quiet():
+                return self.restore(step, state_template, empty_buffers)
+        except Exception as e:  # noqa: BLE001 (any failure to read means damage)
+            raise ValueError(
+                f"checkpoint {step} in {self.directory} is damaged or incomplete ({type(e).__name__}); "
+                "restore without a step for the newest intact one"
+            ) from None
+
+    def restore_newest_intact(
+        self, state_template: Any, empty_buffers: ReplayBuffer, check_meta=None, set_aside: bool = True
+    ):
         """Restores the newest checkpoint that restores completely: ``(step, states, arrays, meta)``,
         or None if there is no checkpoint.
 
-        A damaged or partial checkpoint (a truncated or missing file, a missing item) is moved to
-        ``<checkpoints>_damaged/<step>-<time>`` (kept for inspection, out of the way of the next
-        save), with one warning line on stderr, and the previous one is tried. ``check_meta(meta,
-        step)`` may raise ValueError (e.g. another config); that is not damage and propagates.
+        A damaged or partial checkpoint (a truncated or missing file, a missing item) gets one
+        warning line on stderr and the previous one is tried. With ``set_aside`` (training) it is
+        also moved to ``<checkpoints>_damaged/<step>-<time>`` (kept for inspection, out of the way
+        of the next save); without it (reading a run, which may still be training) nothing is
+        moved. ``check_meta(meta, step)`` may raise ValueError (e.g. another config); that is not
+        damage and propagates.
 
         Raises:
           ValueError: checkpoints exist but none restores (one line, naming the folder).
@@ -92,7 +110,7 @@ class RunCheckpointer:
                 with _quiet():
                     meta = self.restore_meta(step)
             except Exception as e:  # noqa: BLE001 (any failure to read means damage)
-                self._set_aside(step, e)
+                self._skip(step, e, set_aside)
                 continue
             if check_meta is not None:
                 check_meta(meta, step)
@@ -100,27 +118,33 @@ class RunCheckpointer:
                 with _quiet():
                     states, arrays, meta = self.restore(step, state_template, empty_buffers)
             except Exception as e:  # noqa: BLE001
-                self._set_aside(step, e)
+                self._skip(step, e, set_aside)
                 continue
             return step, states, arrays, meta
+        moved = f", moved to {self.directory}_damaged" if set_aside else ""
         raise ValueError(
-            f"no checkpoint in {self.directory} restores ({len(steps)} damaged, moved to {self.directory}_damaged); "
+            f"no checkpoint in {self.directory} restores ({len(steps)} damaged{moved}); "
             "start over with a new --workdir, or delete the checkpoints folder to restart this run from step 0"
         )
 
-    def _set_aside(self, step: int, error: Exception) -> None:
+    def _skip(self, step: int, error: Exception, set_aside: bool) -> None:
+        """One warning line for a damaged checkpoint; with ``set_aside`` it is moved out of the way."""
         src = os.path.join(self.directory, str(step))
-        dst = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.move(src, dst)
+        done = "left in place"
+        if set_aside:
+            dst = os.path.join(self.directory + "_damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.move(src, dst)
+            done = f"moved to {dst}"
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         print(
             f"warning: checkpoint {src} is damaged or incomplete ({type(error).__name__}: {reason}); "
-            f"moved to {dst}, trying the previous one",
+            f"{done}, trying the previous one",
             file=sys.stderr,
             flush=True,
         )
-        self.manager.reload()
+        if set_aside:
+            self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()

@@ -347,23 +347,30 @@ def _buffer_from_host(arrays: dict, meta: dict, empty: ReplayBuffer) -> ReplayBu
 
 
 def restore_run(workdir: str, step: int | None = None) -> tuple[Any, ReplayBuffer, dict[str, Any]]:
-    """Loads a run's checkpoint (the latest if ``step`` is None): ``(states, buffers, meta)``.
+    """Loads a run's checkpoint (the newest intact one if ``step`` is None): ``(states, buffers, meta)``.
 
     States and buffers carry a leading seed axis K (``num_seeds``). Use it to act with a trained
-    policy or to inspect what a run stored.
+    policy or to inspect what a run stored. A damaged checkpoint is skipped with one warning line
+    and left where it is (the run may still be training); a damaged or missing ``step`` is a
+    one-line ValueError.
     """
     config = RunConfig.from_dict(_read_config_json(os.path.join(workdir, "config.json")))
     env = make_env(config.env)
     obs_dim, action_dim = env_dims(env)
     env.close()
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise ValueError(f"no checkpoint in {workdir!r}")
     template, _ = init_agents(config, obs_dim, action_dim)
     empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
-    states, arrays, meta = checkpointer.restore(step, template, empty)
-    checkpointer.close()
+    try:
+        if step is None:
+            found = checkpointer.restore_newest_intact(template, empty, set_aside=False)
+            if found is None:
+                raise ValueError(f"no checkpoint in {workdir!r}")
+            _, states, arrays, meta = found
+        else:
+            states, arrays, meta = checkpointer.restore_checked(step, template, empty)
+    finally:
+        checkpointer.close()
     return states, _buffer_from_host(arrays, meta, empty), meta
 
 

@@ -47,6 +47,23 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capf
     assert resumed["history"] == whole["history"] and whole["history"][-1]["step"] == 600
 
 
+def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capfd):
+    workdir = tmp_path / "w"
+    train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
+    _truncate_data_files(workdir / "checkpoints" / "400")
+    capfd.readouterr()
+    _, _, meta = restore_run(str(workdir))
+    assert meta["env_step"] == 200
+    err = capfd.readouterr().err
+    assert "checkpoints/400 is damaged or incomplete" in err and "left in place" in err and "Traceback" not in err
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["200", "400"]  # a run in progress keeps its files
+    assert not (workdir / "checkpoints_damaged").exists()
+    with pytest.raises(ValueError, match=r"checkpoint 400 in .* is damaged or incomplete"):
+        restore_run(str(workdir), step=400)
+    with pytest.raises(ValueError, match=r"no checkpoint at step 300 .*it has steps \[200, 400\]"):
+        restore_run(str(workdir), step=300)
+
+
 def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):
     # A run that experiments/run.py can name with its flags (default time features).
     agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
