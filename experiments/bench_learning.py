@@ -95,10 +95,7 @@ def _commit(path: str, message: str) -> None:
 
 
 def _run_pending(units: list[benchmark.Unit]) -> None:
-    order = benchmark.run_order(units, FLAGS.units_dir)
-    if FLAGS.units:
-        pending = {u.key: u for u in order}
-        order = [pending[k] for k in FLAGS.units if k in pending]
+    order = benchmark.run_order(units, FLAGS.units_dir, FLAGS.units or None)
     if FLAGS.max_units:
         order = order[: FLAGS.max_units]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -186,9 +183,8 @@ def main(argv):
                 sys.exit(f"bench_learning.py: {e}")
             print(f"{record['key']}: final return {record['final_return']:.1f}")
             return
-        unknown = [k for k in FLAGS.units if k not in {u.key for u in units}]
-        if unknown:
-            raise ValueError(f"--units: {', '.join(unknown)} not in --suite={','.join(FLAGS.suite)} (see --list)")
+        if FLAGS.units:
+            benchmark.run_order(units, FLAGS.units_dir, FLAGS.units)  # unknown keys: one line before anything runs
         if FLAGS.list:
             _list(units)
             return

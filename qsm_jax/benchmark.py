@@ -184,10 +184,22 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     return unit.config.max_steps / rate
 
 
-def run_order(units: list[Unit], units_dir: str = UNITS_DIR) -> list[Unit]:
+def run_order(units: list[Unit], units_dir: str = UNITS_DIR, keys: list[str] | None = None) -> list[Unit]:
     """Pending units, cheapest algorithms first; within an algorithm, seeds round-robin over envs
-    (seed 0 on every env, then seed 1, ...), so partial results cover every env early."""
+    (seed 0 on every env, then seed 1, ...), so partial results cover every env early.
+
+    With ``keys``: only the pending units named there, in that order (``--units``).
+
+    Raises:
+      ValueError: a key that is not one of ``units`` (one line).
+    """
     pending = [u for u in units if not u.done(units_dir)]
+    if keys is not None:
+        unknown = [k for k in keys if k not in {u.key for u in units}]
+        if unknown:
+            raise ValueError(f"--units: {', '.join(unknown)} not in the suite (see --list)")
+        by_key = {u.key: u for u in pending}
+        return [by_key[k] for k in dict.fromkeys(keys) if k in by_key]
     cost = {}
     for u in pending:
         cost.setdefault(u.config.algo, estimated_seconds(u, units_dir))

@@ -93,6 +93,11 @@ def test_suites_and_run_order():
     assert algos.index("dql") > max(i for i, a in enumerate(algos) if a == "qsm")
     qsm = [(u.config.seed, u.config.env) for u in order if u.config.algo == "qsm"]
     assert qsm[:2] == [(0, "Walker2d-v4"), (0, "Hopper-v4")]  # seeds round-robin over envs
+    # --units: the named pending units only, in the given order; a key outside the suite is one line.
+    named = [order[5].key, order[0].key, order[5].key]
+    assert [u.key for u in benchmark.run_order(core, "/nonexistent", named)] == [order[5].key, order[0].key]
+    with pytest.raises(ValueError, match=r"^--units: nope not in the suite \(see --list\)$"):
+        benchmark.run_order(core, "/nonexistent", ["nope"])
     with pytest.raises(ValueError, match="unknown suite"):
         benchmark.suite_units("nope")
 
