@@ -249,8 +249,16 @@ def versions() -> dict[str, str]:
     return out
 
 
-def unit_record(unit: Unit, history: list[dict], wall_seconds: float, steps_per_s: float, resumed_from: int) -> dict:
-    """The JSON content of a finished unit's file."""
+def unit_record(
+    unit: Unit,
+    history: list[dict],
+    wall_seconds: float,
+    steps_per_s: float,
+    resumed_from: int,
+    code: dict[str, Any] | None = None,
+) -> dict:
+    """The JSON content of a finished unit's file. ``code`` is ``code_version()`` taken when the
+    unit started (default: now)."""
     return {
         "schema": SCHEMA,
         "key": unit.key,
@@ -262,7 +270,7 @@ def unit_record(unit: Unit, history: list[dict], wall_seconds: float, steps_per_
         "config": unit.config.to_dict(),
         "curve": [{"step": h["step"], "returns": h["returns"]} for h in history],
         "final_return": float(np.mean(history[-1]["returns"])),
-        **code_version(),
+        **(code or code_version()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),
@@ -291,13 +299,16 @@ def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, p
         checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
         resumed_from = checkpointer.latest_step() or 0
         checkpointer.close()
+    # The code that runs is the checkout's state now: a runner committing other units' files into
+    # the same checkout meanwhile (--git_commit) must not change the commit this unit names.
+    code = code_version()
     start = time.time()
     result = train_and_evaluate(unit.config, workdir, progress=progress)
     wall = time.time() - start
     rates = [r["env_steps_per_s"] for r in read_metrics(workdir, "train")]
     # The first row after start includes compilation; the median ignores it.
     steps_per_s = float(np.median(rates)) if rates else unit.config.max_steps / wall
-    record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from)
+    record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from, code)
     os.makedirs(units_dir, exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

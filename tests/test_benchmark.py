@@ -56,6 +56,24 @@ def test_unit_writes_its_file_skips_when_done_and_new_settings_make_a_new_unit(t
     assert _unit().key == unit.key  # stable
 
 
+def test_unit_names_the_commit_it_started_from(tmp_path, monkeypatch):
+    """A runner with --git_commit commits other units' files into the checkout while a unit trains;
+    the unit must name the code it ran, the commit at its start."""
+    head = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(benchmark, "code_version", lambda: dict(head))
+
+    def fake_training(config, workdir, progress=False):
+        head["commit"] = "b" * 40  # another unit's file committed meanwhile
+        os.makedirs(workdir)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"kind": "train", "step": 400, "env_steps_per_s": 50.0}) + "\n")
+        return {"history": [{"step": 400, "returns": [1.0, 3.0]}]}
+
+    monkeypatch.setattr(benchmark, "train_and_evaluate", fake_training)
+    record = benchmark.run_unit(_unit(seed=5), str(tmp_path / "units"), str(tmp_path / "runs"))
+    assert record["commit"] == "a" * 40 and record["final_return"] == 2.0 and record["env_steps_per_s"] == 50.0
+
+
 def test_interrupted_unit_resumes_and_equals_an_uninterrupted_one(tmp_path):
     unit = _unit(seed=2)
     full = benchmark.run_unit(unit, str(tmp_path / "a_units"), str(tmp_path / "a_runs"))
