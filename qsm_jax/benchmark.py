@@ -268,7 +268,8 @@ def unit_record(
         "max_steps": unit.config.max_steps,
         "config_hash": unit.config_hash,
         "config": unit.config.to_dict(),
-        "curve": [{"step": h["step"], "returns": h["returns"]} for h in history],
+        # wall_share: units run before it was measured have none.
+        "curve": [{k: h[k] for k in ("step", "returns", "wall_share") if k in h} for h in history],
         "final_return": float(np.mean(history[-1]["returns"])),
         **(code or code_version()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -175,6 +175,14 @@ def _fmt(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _walls(records: list[dict]) -> str:
+    """Per seed, the share of final-evaluation action dimensions with |a| > 0.99 ("-": not measured)."""
+    shares = [r["curve"][-1].get("wall_share") for r in records]
+    if all(w is None for w in shares):
+        return "-"
+    return ", ".join("-" if w is None else f"{100 * w:.0f}%" for w in shares)
+
+
 def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     """The markdown section of one suite; writes its plots into ``out_dir``."""
     units = benchmark.suite_units(name)
@@ -195,11 +203,13 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         f"{sorted({u.config.seed for u in units})} x {', '.join(str(s) for s in steps)} env steps, "
         "the same settings on every task. Final return = mean over the episodes of the last evaluation; "
         "95% CI = Student-t interval of the mean over seeds; IQM = interquartile mean of every final episode "
-        "of every seed; AUC = mean evaluation return over training (area under the curve / steps).",
+        "of every seed; AUC = mean evaluation return over training (area under the curve / steps); at the walls = "
+        "share of the final evaluation's action dimensions with |a| > 0.99 (a bang-bang policy: ~100%; "
+        "'-' for units run before it was measured).",
         "",
         "| env | algorithm | seeds done | final return, mean [95% CI] | IQM | final return per seed | AUC per seed "
-        "| public, same budget | pending |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| at the walls, final | public, same budget | pending |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env in envs:
         for algo in algos:
@@ -209,7 +219,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
             public = f"{public:.0f} ({algo}, ALGORITHM.md)" if public is not None else "-"
             pend_text = ", ".join(f"seed {u.config.seed}" for u in pend) or "-"
             if not recs:
-                lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | {public} | {pend_text} |")
+                lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | - | {public} | {pend_text} |")
                 continue
             s = cell_stats(recs)
             ci = f"[{_fmt(s['ci'][0])}, {_fmt(s['ci'][1])}]" if s["ci"] else "[one seed: no CI]"
@@ -217,7 +227,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
             aucs = ", ".join(_fmt(a) for a in s["aucs"])
             lines.append(
                 f"| {env} | {algo} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
-                f"| {aucs} | {public} | {pend_text} |"
+                f"| {aucs} | {_walls(recs)} | {public} | {pend_text} |"
             )
     lines.append("")
     for env in envs:

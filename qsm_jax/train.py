@@ -294,7 +294,12 @@ def _eval_actions(states, observations, keys, t):
     return jax.vmap(algorithm_of(states).policy_sample)(states, observations, keys)
 
 
-def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames: list | None = None) -> np.ndarray:
+WALL = 0.99  # |action| above this counts as "at the wall" of [-1, 1] (ALGORITHM.md: bang-bang QSM)
+
+
+def evaluate(
+    states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One episode per env for K stacked agents, in lockstep, one batched action call per time step.
 
     Evaluation actions are ``policy_sample(..., explore=False)``: for QSM a single stochastic sample
@@ -309,7 +314,8 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames
         after its reset and after each of its steps; rendering does not change the returns.
 
     Returns:
-      Undiscounted returns, (K, E).
+      ``(returns, wall_share)``: undiscounted returns, (K, E), and per agent the share of all its
+      action dimensions over all steps with ``|a| > WALL``, (K,) (1.0 for a bang-bang policy).
     """
     num_seeds, episodes = seeds.shape
     obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds.ravel(), strict=True)])
@@ -317,12 +323,16 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames
     if frames is not None:
         frames.append(envs[0].render())
     returns = np.zeros(num_seeds * episodes)
+    at_wall, counted = np.zeros(num_seeds * episodes), np.zeros(num_seeds * episodes)
     done = np.zeros(num_seeds * episodes, bool)
     t = 0
     while not done.all():
         actions = np.asarray(_eval_actions(states, obs, keys, t)).reshape(num_seeds * episodes, -1)
         flat_obs = obs.reshape(num_seeds * episodes, -1)
-        for i in np.flatnonzero(~done):
+        live = ~done
+        at_wall[live] += (np.abs(actions[live]) > WALL).sum(axis=1)
+        counted[live] += actions.shape[1]
+        for i in np.flatnonzero(live):
             o, r, terminated, truncated, _ = envs[i].step(actions[i])
             if frames is not None and i == 0:
                 frames.append(envs[0].render())
@@ -330,7 +340,8 @@ def evaluate(states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames
             returns[i] += r
             done[i] = terminated or truncated
         t += 1
-    return returns.reshape(num_seeds, episodes)
+    wall_share = at_wall.reshape(num_seeds, episodes).sum(1) / counted.reshape(num_seeds, episodes).sum(1)
+    return returns.reshape(num_seeds, episodes), wall_share
 
 
 def _buffer_from_host(arrays: dict, meta: dict, empty: ReplayBuffer) -> ReplayBuffer:
@@ -394,7 +405,8 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
     Returns:
       ``{"step", "return_mean", "return_std"}`` of the final evaluation (means over seeds),
       ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row:
-      ``step``, ``seed``, ``return_mean``, ``return_std`` and every episode's return, ``returns``).
+      ``step``, ``seed``, ``return_mean``, ``return_std``, every episode's return, ``returns``, and
+      ``wall_share``, the share of evaluation action dimensions at the walls, ``|a| > WALL``).
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir!r} is a file, not a folder; pass a folder path")
@@ -449,7 +461,7 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
         eval_seeds = np.array([[_seed_int(s, 1, index, i) for i in range(config.eval_episodes)] for s in seeds])
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loop_keys, env_step)
         frames = [] if config.video_interval > 0 and env_step % config.video_interval == 0 else None
-        returns = evaluate(states, eval_envs, eval_seeds, keys, frames)
+        returns, wall_share = evaluate(states, eval_envs, eval_seeds, keys, frames)
         if frames:
             _write_video(workdir, env_step, frames, writer)
             writer.write(env_step, "video", {"seed": seeds[0], "frames": len(frames)})
@@ -460,6 +472,7 @@ def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -
                 "return_mean": float(returns[k].mean()),
                 "return_std": float(returns[k].std()),
                 "returns": [float(r) for r in returns[k]],
+                "wall_share": float(wall_share[k]),
             }
             history.append(row)
             writer.write(env_step, "eval", {k2: v for k2, v in row.items() if k2 not in ("step", "returns")})

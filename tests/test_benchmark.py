@@ -35,6 +35,7 @@ def test_unit_writes_its_file_skips_when_done_and_new_settings_make_a_new_unit(t
     assert record["config"] == unit.config.to_dict()
     assert [c["step"] for c in record["curve"]] == [200, 400]
     assert all(len(c["returns"]) == 2 for c in record["curve"])
+    assert all(0.0 <= c["wall_share"] <= 1.0 for c in record["curve"])  # share of eval actions at |a| > 0.99
     assert record["final_return"] == pytest.approx(np.mean(record["curve"][-1]["returns"]))
     assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
     assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1 and record["date"].startswith("20")
@@ -141,6 +142,8 @@ def fixture_suite(tmp_path, monkeypatch):
     for u in units:
         base = {"qsm": 450.0, "sac": 500.0}[u.config.algo] * (2 if u.config.env == "Hopper-v4" else 1)
         rec = _fake_record(u, base * np.array([0.2, 0.5, 0.8, 1.0]) + 40 * u.config.seed, rng=rng)
+        if u.config.algo == "qsm" and u.config.seed > 0:  # seed 0 stands for a unit run before it was measured
+            rec["curve"][-1]["wall_share"] = 0.25 * u.config.seed
         records[u.key] = rec
         (units_dir / f"{u.key}.json").write_text(json.dumps(rec))
     return units, records, str(units_dir), tmp_path / "out"
@@ -170,6 +173,8 @@ def test_report_statistics_equal_numpy(fixture_suite):
             np.testing.assert_allclose(s["aucs"], aucs)
             row = f"| {env} | {algo.upper()} | 3 | {finals.mean():.0f} [{finals.mean() - half:.0f}, "
             assert row in text
+            walls = "-, 25%, 50%" if algo == "qsm" else "-"  # final-eval share at |a| > 0.99, per seed
+            assert [line for line in text.splitlines() if line.startswith(row)][0].endswith(f"| {walls} | - | - |")
     # Aggregate: SAC-normalised final returns; IQM point estimate and P(QSM > SAC) against NumPy.
     cells = {}
     for u in units:
@@ -213,7 +218,7 @@ def test_report_marks_missing_units_pending(fixture_suite):
     assert block.startswith("intro\n") and block.endswith(f"{other}rest\n") and "old table" not in block
     assert "| Walker2d-v4 | SAC | 0 | pending |" in block and "](out/fixture_Hopper-v4.png)" in block
     assert "| Hopper-v4 | QSM | 2 |" in text and text.count("| seed 2 |") >= 1
-    assert "| Walker2d-v4 | SAC | 0 | pending | - | - | - | - | seed 0, seed 1, seed 2 |" in text
+    assert "| Walker2d-v4 | SAC | 0 | pending | - | - | - | - | - | seed 0, seed 1, seed 2 |" in text
     assert "Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending" in text
     assert (out / "fixture_Hopper-v4.png").exists() and not (out / "fixture_aggregate.png").exists()
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import qsm_jax
+from qsm_jax import train
 from qsm_jax.envs import make_env
 from qsm_jax.metrics import read_metrics
 from qsm_jax.replay import replay_init
@@ -222,6 +223,38 @@ def test_only_true_terminations_are_stored_as_terminals(tmp_path):
     # Rewards are the env's actions: the agent's [-1, 1] maps onto the env's [-3, 5].
     actions, rewards = buffer.data.actions[0, :300, 0], buffer.data.rewards[0, :300]
     np.testing.assert_allclose(rewards, -3.0 + (actions + 1.0) * 4.0, rtol=1e-5, atol=1e-5)
+
+
+class _FiftyStepEnv(gym.Env):
+    """Pendulum's spaces, 50 steps per episode, no reward: a short episode beside Pendulum's 200."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+gym.register("QSMTestFiftySteps-v0", entry_point=_FiftyStepEnv, max_episode_steps=50)
+
+
+def test_evaluation_measures_the_share_of_actions_at_the_walls(monkeypatch):
+    """K = 2 agents x E = 2 episodes (200 and 50 steps). Agent 0 acts at the wall (|a| = 1) always:
+    share 1. Agent 1 acts 0.0 in its 200-step episode and 0.995 in its 50-step one: 50 / 250 = 0.2
+    (steps after an episode ended do not count: counting them would give 200 / 400)."""
+
+    def fixed_actions(states, observations, keys, t):
+        return np.array([[[1.0], [-1.0]], [[0.0], [0.995]]], np.float32)
+
+    monkeypatch.setattr(train, "_eval_actions", fixed_actions)
+    envs = [make_env(e) for e in ("Pendulum-v1", "QSMTestFiftySteps-v0") * 2]
+    returns, walls = train.evaluate(None, envs, np.array([[0, 1], [2, 3]]), jax.random.key_data(jax.random.key(0)))
+    assert returns.shape == (2, 2) and np.all(returns[:, 1] == 0.0)
+    np.testing.assert_allclose(walls, [1.0, 0.2])
 
 
 def test_env_checks_and_buffer_memory():
