@@ -365,6 +365,8 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[Any, ReplayBuffe
     and left where it is (the run may still be training); a damaged or missing ``step`` is a
     one-line ValueError.
     """
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise ValueError(f"{workdir!r} holds no run (no config.json); pass the --workdir of a training run")
     config = RunConfig.from_dict(_read_config_json(os.path.join(workdir, "config.json")))
     env = make_env(config.env)
     obs_dim, action_dim = env_dims(env)

@@ -62,6 +62,23 @@ def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capf
         restore_run(str(workdir), step=400)
     with pytest.raises(ValueError, match=r"no checkpoint at step 300 .*it has steps \[200, 400\]"):
         restore_run(str(workdir), step=300)
+    # experiments/evaluate_run.py reads the same way: step 200, one line per seed, one-line errors.
+    script = os.path.join(ROOT, "experiments", "evaluate_run.py")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, script, f"--workdir={workdir}", "--episodes=2", f"--out={tmp_path / 'e.json'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("qsm Pendulum-v1 seed 3 step 200: return ") and "at |a| > 0.99" in out.stdout
+    (row,) = json.loads((tmp_path / "e.json").read_text())
+    assert row["step"] == 200 and row["episodes"] == 2 and 0.0 <= row["wall_share"] <= 1.0
+    bad = subprocess.run(
+        [sys.executable, script, f"--workdir={tmp_path / 'none'}"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "holds no run" in bad.stderr
 
 
 def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):

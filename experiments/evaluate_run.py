@@ -1,0 +1,77 @@
+"""Evaluate a run's checkpoint: return and share of actions at the walls, per seed.
+
+    python experiments/evaluate_run.py --workdir=runs/Walker2d-v4_seed0 --episodes=10
+
+Loads the newest intact checkpoint of ``--workdir`` (or ``--step``), plays ``--episodes`` evaluation
+episodes per seed with the evaluation policy of training (``policy_sample(..., explore=False)``) and
+prints, per seed, the mean return and the share of action dimensions with ``|a| > 0.99`` (ALGORITHM.md:
+the reference QSM on gym MuJoCo is a bang-bang controller, ~99% at the walls). For runs made before
+evaluation recorded that share, and for any checkpoint. ``--out`` also writes the rows as JSON.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from qsm_jax.envs import make_env  # noqa: E402
+from qsm_jax.train import WALL, RunConfig, evaluate, restore_run  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A run folder (holding config.json and checkpoints/).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest intact one).")
+flags.DEFINE_integer("episodes", 10, "Evaluation episodes per seed.")
+flags.DEFINE_integer("seed", 12345, "Seed of the episodes' resets and of the policy's noise.")
+flags.DEFINE_string("out", "", "Also write the rows to this JSON file.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.episodes < 1:
+        sys.exit("evaluate_run.py: --episodes must be >= 1")
+    try:
+        states, _, meta = restore_run(FLAGS.workdir, FLAGS.step)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"evaluate_run.py: {e}")
+    config = RunConfig.from_dict(meta["config"])
+    num_seeds = config.num_seeds
+    envs = [make_env(config.env) for _ in range(num_seeds * FLAGS.episodes)]
+    reset_seeds = FLAGS.seed + np.arange(num_seeds * FLAGS.episodes).reshape(num_seeds, FLAGS.episodes)
+    keys = jax.random.key_data(jax.random.split(jax.random.key(FLAGS.seed), num_seeds))
+    returns, walls = evaluate(states, envs, reset_seeds, keys)
+    rows = []
+    for k in range(num_seeds):
+        rows.append(
+            {
+                "workdir": FLAGS.workdir,
+                "env": config.env,
+                "algo": config.algo,
+                "seed": config.seed + k,
+                "step": meta["env_step"],
+                "episodes": FLAGS.episodes,
+                "return_mean": float(returns[k].mean()),
+                "return_std": float(returns[k].std()),
+                "wall_share": float(walls[k]),
+            }
+        )
+        print(
+            f"{config.algo} {config.env} seed {config.seed + k} step {meta['env_step']}: return "
+            f"{returns[k].mean():.1f} +- {returns[k].std():.1f} over {FLAGS.episodes} episodes; "
+            f"{100 * walls[k]:.1f}% of action dimensions at |a| > {WALL}"
+        )
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
