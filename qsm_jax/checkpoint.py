@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import os
 import shutil
 import sys
@@ -81,6 +82,7 @@ class RunCheckpointer:
             with _quiet():
                 return self.restore(step, state_template, empty_buffers)
         except Exception as e:  # noqa: BLE001 (any failure to read means damage)
+            _mute_late_reader_errors()
             raise ValueError(
                 f"checkpoint {step} in {self.directory} is damaged or incomplete ({type(e).__name__}); "
                 "restore without a step for the newest intact one"
@@ -136,6 +138,7 @@ class RunCheckpointer:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.move(src, dst)
             done = f"moved to {dst}"
+        _mute_late_reader_errors()
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         print(
             f"warning: checkpoint {src} is damaged or incomplete ({type(error).__name__}: {reason}); "
@@ -148,6 +151,13 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _mute_late_reader_errors() -> None:
+    """After a failed read, Orbax's asyncio reader tasks may log "Task exception was never retrieved"
+    with a traceback when they are collected, at any later moment (even at exit, after ``_quiet``);
+    our one line already said what happened, so the asyncio logger is muted from then on."""
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
 
 
 @contextlib.contextmanager
