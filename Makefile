@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ENV ?= Walker2d-v4
 ARGS ?=
 
-SUITE ?= core100k
+SUITE ?= queue
 
 .PHONY: install test test-all run bench bench-list report lint clean
 
@@ -25,8 +25,9 @@ test: $(STAMP)
 run: $(STAMP)
 	$(PY) experiments/run.py --env=$(ENV) $(ARGS)
 
-# Learning benchmark in units (README, "Learning benchmark"): run the pending units of a suite,
-# list them, or rebuild results/learning/README.md from the unit files.
+# Learning benchmark in units (README, "Learning benchmark"): run the pending units of the evidence
+# queue (or SUITE=<name>) from a worktree pinned at HEAD, list them with time estimates, or rebuild
+# results/learning/README.md from the unit files.
 bench: $(STAMP)
 	$(PY) experiments/bench_learning.py --suite=$(SUITE) $(ARGS)
 

@@ -1,5 +1,7 @@
 """Learning benchmark in units: list, run and report named suites (`qsm_jax.benchmark.SUITES`).
 
+    python experiments/bench_learning.py --list                         # the evidence queue, in order
+    python experiments/bench_learning.py                                # run it (make bench)
     python experiments/bench_learning.py --suite=core100k --list        # each unit: done or pending
     python experiments/bench_learning.py --suite=core100k              # run the pending units
     python experiments/bench_learning.py --suite=core100k --max_units=4 --time_budget=120
@@ -10,6 +12,11 @@ One unit = one (algo, env, seed, max_steps, settings) run; a finished unit write
 checkpoint in `runs/units/<key>/`. Pending units run `--workers` at a time, each in its own process
 pinned to one CPU core (on a 2-core CPU two pinned processes do 1.2-1.6x the updates/s of one
 process on both cores). `--git_commit` commits each unit file the moment it is written.
+
+Units run the committed code of `--pin` (default HEAD), never uncommitted edits: the runner checks
+that commit out in a worktree under `runs/pinned/` and runs from there, writing unit files into this
+checkout's `--units_dir` (each names the commit). `--pin=` runs this checkout as it is (a copy with
+no git history, e.g. on a lent accelerator machine).
 """
 
 from __future__ import annotations
@@ -28,7 +35,12 @@ from qsm_jax import benchmark  # noqa: E402
 from qsm_jax.train import Interrupted  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("suite", ["core100k"], "Suite name(s) from qsm_jax.benchmark.SUITES.")
+flags.DEFINE_list(
+    "suite", [benchmark.QUEUE_NAME], "Suite name(s) from qsm_jax.benchmark.SUITES, or 'queue': the evidence queue."
+)
+flags.DEFINE_string(
+    "pin", "HEAD", "Run units from a worktree of this commit (default HEAD); '' = this checkout as it is."
+)
 flags.DEFINE_bool("list", False, "Print every unit of the suite as done or pending, with time estimates, and exit.")
 flags.DEFINE_bool("report", False, "Rebuild the report (tables, plots) from the unit files and exit.")
 flags.DEFINE_integer("max_units", 0, "Run at most this many pending units (0 = all).")
@@ -63,20 +75,70 @@ def _minutes(seconds: float) -> str:
 
 
 def _list(units: list[benchmark.Unit]) -> None:
+    """Every unit, done or pending with a time estimate; the queue item by item, in run order."""
     done = {r["key"]: r for r in benchmark.load_units(FLAGS.units_dir)}
     pending_s = 0.0
-    for u in units:
-        label = benchmark.label(u.config)
-        if u.key in done:
-            r = done[u.key]
-            took = _minutes(r["wall_seconds"])
-            print(f"done     {u.key}  final return {r['final_return']:8.1f}  ({took}, {r['date'][:10]})  {label}")
-        else:
-            est = benchmark.estimated_seconds(u, FLAGS.units_dir)
-            pending_s += est
-            print(f"pending  {u.key}  est. {_minutes(est)} on one core  {label}")
+    if FLAGS.suite == [benchmark.QUEUE_NAME]:
+        items = zip(benchmark.QUEUE, benchmark.queue_order(FLAGS.units_dir), strict=True)
+        groups = [(name, [u for u in select() if u.key in done] + pending) for (name, select), (_, pending) in items]
+        print("The evidence queue (make bench runs its pending units in this order):")
+    else:
+        groups = [("", units)]
+    for name, group in groups:
+        if name:
+            print(f"{name}: {sum(u.key in done for u in group)}/{len(group)} done")
+        for u in group:
+            label = benchmark.label(u.config)
+            if u.key in done:
+                r = done[u.key]
+                took = _minutes(r["wall_seconds"])
+                print(f"done     {u.key}  final return {r['final_return']:8.1f}  ({took}, {r['date'][:10]})  {label}")
+            else:
+                est = benchmark.estimated_seconds(u, FLAGS.units_dir)
+                pending_s += est
+                print(f"pending  {u.key}  est. {_minutes(est)} on one core  {label}")
     n_done = sum(u.key in done for u in units)
     print(f"{n_done}/{len(units)} done; pending: about {_minutes(pending_s)} of single-core time")
+
+
+def _pinned_worktree(commit: str) -> str:
+    """A worktree of ``commit`` under runs/pinned/ (made once, reused), for units to run from.
+
+    Raises:
+      ValueError: not a git checkout, or ``commit`` names no commit (one line).
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
+
+    sha = git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    if sha.returncode != 0:
+        raise ValueError(f"--pin={commit}: not a commit of {root} (pass --pin= to run this checkout as it is)")
+    sha = sha.stdout.strip()
+    path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.runs_dir)), "pinned", sha[:12])
+    if not os.path.isdir(os.path.join(path, "qsm_jax")):
+        git("worktree", "prune")
+        made = git("worktree", "add", "--detach", path, sha)
+        if made.returncode != 0:
+            raise ValueError(f"--pin={commit}: could not make a worktree in {path}: {made.stderr.strip()}")
+    return path
+
+
+def _run_pinned() -> None:
+    """Re-executes this runner from the pinned worktree (same flags, unit files and runs here)."""
+    path = _pinned_worktree(FLAGS.pin)
+    argv = [a for a in sys.argv[1:] if not a.startswith(("--pin", "--units_dir", "--runs_dir"))]
+    argv += [
+        "--pin=",
+        f"--units_dir={os.path.abspath(FLAGS.units_dir)}",
+        f"--runs_dir={os.path.abspath(FLAGS.runs_dir)}",
+    ]
+    print(f"running units from {path} (commit {os.path.basename(path)})", flush=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")]))}
+    os.chdir(path)
+    script = os.path.join(path, "experiments", "bench_learning.py")
+    os.execve(sys.executable, [sys.executable, script, *argv], env)
 
 
 def _commit(path: str, message: str) -> None:
@@ -95,7 +157,10 @@ def _commit(path: str, message: str) -> None:
 
 
 def _run_pending(units: list[benchmark.Unit]) -> None:
-    order = benchmark.run_order(units, FLAGS.units_dir, FLAGS.units or None)
+    keys = FLAGS.units or None
+    if keys is None and FLAGS.suite == [benchmark.QUEUE_NAME]:
+        keys = [u.key for _, group in benchmark.queue_order(FLAGS.units_dir) for u in group]
+    order = benchmark.run_order(units, FLAGS.units_dir, keys)
     if FLAGS.max_units:
         order = order[: FLAGS.max_units]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -193,6 +258,8 @@ def main(argv):
                 raise ValueError(f"--{name} must be >= 0, got {value}")
         if FLAGS.time_budget < 0:
             raise ValueError(f"--time_budget must be >= 0 minutes, got {FLAGS.time_budget}")
+        if FLAGS.pin:
+            _run_pinned()
         _run_pending(units)
     except ValueError as e:
         sys.exit(f"bench_learning.py: error: {e}")

@@ -100,9 +100,14 @@ class Unit:
 
 
 def label(config: RunConfig) -> str:
-    """The name a unit's results are grouped under: the algorithm, plus every agent setting that
-    differs from the algorithm's defaults, e.g. ``QSM`` or ``QSM (score_target=mirror, lam=0.1)``."""
-    defaults = get_algorithm(config.algo).config_cls().to_dict()
+    """The name a unit's results are grouped under: the algorithm, a named variant (``VARIANTS``,
+    e.g. ``QSM-mirror``), or the algorithm plus every agent setting that differs from its defaults,
+    e.g. ``QSM (score_target=tilted, lam=0.1)``."""
+    cls = get_algorithm(config.algo).config_cls
+    for name, settings in VARIANTS.items():
+        if name.split("-")[0].lower() == config.algo and config.agent == cls(**settings):
+            return name
+    defaults = cls().to_dict()
     changed = [f"{k}={_short(v)}" for k, v in config.agent.to_dict().items() if defaults.get(k) != v]
     return config.algo.upper() + (f" ({', '.join(changed)})" if changed else "")
 
@@ -131,6 +136,10 @@ def _grid(algos, envs, seeds, max_steps, agent=None, **run) -> list[Unit]:
 
 VARIANT_NORM = {"normalize_grad": True, "alpha": 1.0}
 VARIANT_MIRROR = {"score_target": "mirror", "lam": 1.0, "normalize_grad": True, "num_action_samples": 8}
+# Named QSM variants (README, "QSM variants"; configs/qsm_*.flags hold the same settings for run.py).
+VARIANTS = {"QSM-norm": VARIANT_NORM, "QSM-mirror": VARIANT_MIRROR}
+DMC_TASKS = ("dm_control/walker-walk-v0", "dm_control/walker-run-v0", "dm_control/cheetah-run-v0")
+SEEDS = (0, 1, 2)
 
 # Named suites. Reference settings everywhere, no per-task tuning.
 SUITES: dict[str, Callable[[], list[Unit]]] = {
@@ -143,12 +152,11 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
         + _grid(("qsm",), ("Walker2d-v4", "Hopper-v4"), (0, 1, 2), 100_000, agent=VARIANT_MIRROR)
         + _grid(("qsm", "sac"), ("Walker2d-v4", "Hopper-v4"), (0, 1, 2), 100_000)
     ),
-    # The paper's own benchmark (DeepMind Control Suite through shimmy), tasks its reviewers name.
-    "dmc100k": lambda: _grid(
-        ("qsm", "sac", "td3"),
-        ("dm_control/walker-walk-v0", "dm_control/walker-run-v0", "dm_control/cheetah-run-v0"),
-        (0, 1, 2),
-        100_000,
+    # The paper's own benchmark (DeepMind Control Suite through shimmy), tasks its reviewers name: QSM as
+    # published, SAC and TD3, and the mirror variant with the variants100k settings (no per-task tuning).
+    "dmc100k": lambda: (
+        _grid(("qsm", "sac", "td3"), DMC_TASKS, SEEDS, 100_000)
+        + _grid(("qsm",), DMC_TASKS, SEEDS, 100_000, agent=VARIANT_MIRROR)
     ),
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
@@ -167,20 +175,61 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
 
 
 def suite_units(name: str) -> list[Unit]:
+    """The units of a suite, or of every queue item for ``name == "queue"`` (in queue order)."""
+    if name == QUEUE_NAME:
+        return list({u.key: u for _, select in QUEUE for u in select()}.values())
     if name not in SUITES:
-        raise ValueError(f"unknown suite {name!r}; choose one of {sorted(SUITES)}")
+        raise ValueError(f"unknown suite {name!r}; choose one of {sorted(SUITES) + [QUEUE_NAME]}")
     return SUITES[name]()
+
+
+def _labelled(suite: str, *labels: str) -> Callable[[], list[Unit]]:
+    """The units of ``suite`` whose ``label`` is one of ``labels`` (a queue item)."""
+    return lambda: [u for u in SUITES[suite]() if label(u.config) in labels]
+
+
+# The evidence queue: the order in which pending units are run (``make bench``; ``make bench-list``
+# shows it). Items run in this order; within an item, ``run_order`` (cheapest algorithm first, seeds
+# round-robin over envs). Units that later studies add join after the third item.
+QUEUE_NAME = "queue"
+QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
+    (
+        "1. the paper's comparison: QSM as published, SAC, TD3 on DeepMind Control",
+        _labelled("dmc100k", "QSM", "SAC", "TD3"),
+    ),
+    ("2. the mirror variant on DeepMind Control", _labelled("dmc100k", "QSM-mirror")),
+    (
+        "3. QSM as published and the mirror variant on gym MuJoCo",
+        lambda: _labelled("core100k", "QSM")() + _labelled("variants100k", "QSM-mirror")(),
+    ),
+    ("4. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
+    ("5. the normalised-alpha variant on gym MuJoCo", _labelled("variants100k", "QSM-norm")),
+)
+
+
+def queue_order(units_dir: str = UNITS_DIR) -> list[tuple[str, list[Unit]]]:
+    """Each queue item's name and its pending units in the order they run (see ``QUEUE``); a unit
+    that two items name runs with the first."""
+    seen: set[str] = set()
+    out = []
+    for name, select in QUEUE:
+        units = [u for u in run_order(select(), units_dir) if u.key not in seen]
+        seen.update(u.key for u in units)
+        out.append((name, units))
+    return out
 
 
 def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     """Expected wall-clock of ``unit`` on this kind of machine: its env steps over the mean measured
-    steps/s of finished units of the same (algo, env), or ``PRIOR_STEPS_PER_S`` if none."""
-    rates = [
-        r["env_steps_per_s"]
-        for r in load_units(units_dir)
-        if r["algo"] == unit.config.algo and r["env"] == unit.config.env and r.get("env_steps_per_s")
-    ]
-    rate = float(np.mean(rates)) if rates else PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
+    steps/s of the finished units most like it (same agent settings and env, else same agent settings,
+    else same algorithm and env), or ``PRIOR_STEPS_PER_S`` if none."""
+    records = [r for r in load_units(units_dir) if r["algo"] == unit.config.algo and r.get("env_steps_per_s")]
+    same_agent = [r for r in records if RunConfig.from_dict(r["config"]).agent == unit.config.agent]
+    same_env = [r for r in same_agent if r["env"] == unit.config.env]
+    like = same_env or same_agent or [r for r in records if r["env"] == unit.config.env]
+    rate = (
+        float(np.mean([r["env_steps_per_s"] for r in like])) if like else PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
+    )
     return unit.config.max_steps / rate
 
 

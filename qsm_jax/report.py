@@ -99,8 +99,16 @@ def _curves(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps), curves
 
 
+def fit_title(fig, title: str, fontsize: float = 11.0) -> None:
+    """Sets ``title`` as the figure's suptitle, shrinking its font until it fits the figure's width."""
+    text = fig.suptitle(title, fontsize=fontsize)
+    renderer = fig.canvas.get_renderer()
+    while text.get_window_extent(renderer).width > 0.98 * fig.bbox.width and text.get_fontsize() > 6:
+        text.set_fontsize(text.get_fontsize() - 0.5)
+
+
 def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (algo, records) in enumerate(cells.items()):
         steps, curves = _curves(records)
         mean = curves.mean(0)
@@ -108,11 +116,11 @@ def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> 
         if len(records) >= 2:  # 95% bootstrap band of the mean over seeds, per step
             _, band = _interval_estimates({algo: curves[:, None, :]}, lambda s: s.mean(axis=(0, 1)))
             ax.fill_between(steps, band[algo][0], band[algo][1], color=f"C{i}", alpha=0.2)
-    ax.set_title(title)
+    fit_title(fig, title)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return")
+    ax.set_ylabel("evaluation return (mean over seeds, 95% bootstrap band)", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -165,7 +173,7 @@ def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
         ax.set_xlim(0, 1)
         ax.set_yticks(range(len(names)), [f"P({n} > {REFERENCE})" for n in names])
         ax.set_xlabel("probability of improvement (95% CI)")
-    fig.suptitle(title, fontsize=10)
+    fit_title(fig, title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -173,6 +181,10 @@ def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
 
 def _fmt(x: float) -> str:
     return f"{x:.0f}"
+
+
+def _settings(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _walls(records: list[dict]) -> str:
@@ -229,6 +241,9 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
                 f"| {env} | {algo} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
                 f"| {aucs} | {_walls(recs)} | {public} | {pend_text} |"
             )
+    names = [f"{a} = QSM with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS]
+    if names:
+        lines += ["", f"QSM = QSM as published (the reference settings); {'; '.join(names)}."]
     lines.append("")
     for env in envs:
         env_cells = {a: cells[(env, a)] for a in algos if cells.get((env, a))}
@@ -236,7 +251,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
             lines.append(f"{env}: no finished unit yet (plot pending).\n")
             continue
         png = f"{name}_{env.replace('/', '-')}.png"
-        _plot_env(os.path.join(out_dir, png), env, env_cells, f"{name}: {env} (mean over seeds, 95% bootstrap band)")
+        _plot_env(os.path.join(out_dir, png), env, env_cells, f"{name}: {env}")
         lines.append(f"![{env}]({png})\n")
     agg = aggregate(cells, envs, algos)
     if agg is None:
@@ -248,13 +263,15 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         png = f"{name}_aggregate.png"
         _plot_aggregate(os.path.join(out_dir, png), agg, algos, f"{name}: {agg['runs']} runs x {len(envs)} envs")
         lines.append(f"Aggregate over {len(envs)} envs x {agg['runs']} seeds (SAC-normalised final return, rliable):\n")
-        lines.append("| algorithm | IQM [95% stratified bootstrap CI] |\n|---|---|")
+        lines.append(f"| algorithm | IQM [95% stratified bootstrap CI] | P(algorithm > {REFERENCE}) [95% CI] |")
+        lines.append("|---|---|---|")
         for a in algos:
             lo, hi = agg["iqm_ci"][a]
-            lines.append(f"| {a} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] |")
-        for n, p in agg.get("poi", {}).items():
-            lo, hi = agg["poi_ci"][n]
-            lines.append(f"\nP({n} > {REFERENCE}) = {float(p):.2f} [{float(lo):.2f}, {float(hi):.2f}]")
+            poi = "-"
+            if a in agg.get("poi", {}):
+                plo, phi = agg["poi_ci"][a]
+                poi = f"{float(agg['poi'][a]):.2f} [{float(plo):.2f}, {float(phi):.2f}]"
+            lines.append(f"| {a} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] | {poi} |")
         lines.append(f"\n![aggregate]({png})\n")
     return "\n".join(lines)
 
@@ -312,9 +329,9 @@ def _update_readme_block(readme: str, suite: str, section: str, rel: str) -> Non
     if begin not in text or end not in text:
         return
     lines = section.splitlines()
-    table = [line for line in lines if line.startswith("|")]
-    pngs = [line.replace("](", f"]({rel}/") for line in lines if line.startswith("![")]
-    block = "\n".join([begin, lines[0].replace("## Suite", "Suite"), "", *table, "", *pngs, end])
+    lines = [lines[0].replace("## Suite", "Suite")] + lines[3:]  # without the paragraph defining the columns
+    lines = [line.replace("](", f"]({rel}/") if line.startswith("![") else line for line in lines]
+    block = "\n".join([begin, *lines, end])
     start, stop = text.index(begin), text.index(end) + len(end)
     with open(readme, "w") as f:
         f.write(text[:start] + block + text[stop:])

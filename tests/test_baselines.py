@@ -111,7 +111,10 @@ def test_bench_learning_runs_pending_units_lists_and_reports(tmp_path):
     script = os.path.join(root, "experiments", "bench_learning.py")
     dirs = [f"--units_dir={tmp_path / 'units'}", f"--runs_dir={tmp_path / 'runs'}"]
     out = subprocess.run(
-        [sys.executable, script, "--suite=smoke", "--max_units=2", *dirs], capture_output=True, text=True, env=env
+        [sys.executable, script, "--suite=smoke", "--max_units=2", "--pin=", *dirs],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     done = sorted(os.listdir(tmp_path / "units"))

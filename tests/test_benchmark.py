@@ -197,7 +197,9 @@ def test_report_statistics_equal_numpy(fixture_suite):
         ]
     )
     np.testing.assert_allclose(agg["poi"]["QSM"], poi)
-    assert 0 < poi < 1 and f"P(QSM > SAC) = {poi:.2f}" in text
+    assert 0 < poi < 1 and any(
+        line.startswith("| QSM | ") and f"| {poi:.2f} [" in line for line in text.splitlines()
+    )  # the aggregate table's row: IQM, P(QSM > SAC)
     for png in ("fixture_Walker2d-v4.png", "fixture_Hopper-v4.png", "fixture_aggregate.png"):
         assert (out / png).stat().st_size > 1000
 
@@ -238,3 +240,126 @@ def test_bench_learning_list_and_errors(tmp_path):
     assert lines[-1].startswith("0/24 done")
     bad = subprocess.run([sys.executable, script, "--suite=nope", "--list"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "unknown suite 'nope'" in bad.stderr
+
+
+def test_queue_runs_the_papers_comparison_first_then_the_variant_then_gym_mujoco():
+    items = benchmark.queue_order("/nonexistent")
+    assert [len(units) for _, units in items] == [27, 9, 12, 6, 6]
+    labels = [{benchmark.label(u.config) for u in units} for _, units in items]
+    assert labels == [{"QSM", "SAC", "TD3"}, {"QSM-mirror"}, {"QSM", "QSM-mirror"}, {"DQL"}, {"QSM-norm"}]
+    dmc = set(benchmark.DMC_TASKS)
+    assert all(u.config.env in dmc for _, units in items[:2] for u in units)
+    assert all(u.config.env in ("Walker2d-v4", "Hopper-v4") for _, units in items[2:] for u in units)
+    # The variant on DMC is the variants100k mirror unit config, only the env differs (no per-task tuning).
+    mirror = benchmark.make_unit("qsm", "Walker2d-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR)
+    assert {u.config.agent for u in items[1][1]} == {mirror.config.agent}
+    assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
+    # `--suite=queue` is every unit of the items, each once; done units leave the order.
+    queue = benchmark.suite_units("queue")
+    assert len(queue) == len({u.key for u in queue}) == 60
+    # dmc100k kept the keys of its units that ran before the variant joined it.
+    dmc_keys = {u.key for u in benchmark.suite_units("dmc100k")}
+    assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 36
+
+
+def test_named_variants_have_short_labels_and_estimates_use_units_like_them(tmp_path):
+    unit = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR)
+    assert benchmark.label(unit.config) == "QSM-mirror"
+    norm = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000, agent=benchmark.VARIANT_NORM)
+    assert benchmark.label(norm.config) == "QSM-norm"
+    # A measured mirror unit on another env sets the estimate, not the faithful QSM on this env.
+    for u, rate in (
+        (benchmark.make_unit("qsm", "Walker2d-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR), 10.0),
+        (benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000), 40.0),
+    ):
+        record = {**benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0), "env_steps_per_s": rate}
+        (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
+    assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(100_000 / 10.0)
+    assert benchmark.estimated_seconds(benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000), str(tmp_path)) == (
+        pytest.approx(100_000 / 40.0)
+    )
+
+
+def test_bench_learning_lists_the_queue_in_order(tmp_path):
+    script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    out = subprocess.run(
+        [sys.executable, script, "--list", f"--units_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    heads = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.", "5.")]
+    assert [h.split(":")[-1].strip() for h in heads] == ["0/27 done", "0/9 done", "0/12 done", "0/6 done", "0/6 done"]
+    pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
+    assert len(pending) == 60 and pending[0].startswith("td3_dm_control") and pending[-1].startswith("qsm_Hopper")
+
+
+@pytest.mark.skipif(
+    subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True).returncode != 0,
+    reason="not a git checkout",
+)
+def test_pinned_runner_runs_the_committed_code_from_a_worktree(tmp_path):
+    """--pin (the default: HEAD) runs units from a worktree of the commit; the unit file lands in the
+    given --units_dir and names that commit, clean. Note: it runs HEAD's code, so commit first."""
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    key = next(u.key for u in benchmark.suite_units("smoke") if u.config.algo == "td3")
+    units_dir, runs_dir = tmp_path / "units", tmp_path / "runs"
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                script,
+                "--suite=smoke",
+                f"--units={key}",
+                f"--units_dir={units_dir}",
+                f"--runs_dir={runs_dir}",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"},
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"running units from {tmp_path / 'pinned' / head[:12]}" in out.stdout
+        record = benchmark.load_unit(str(units_dir / f"{key}.json"))
+        assert record["commit"] == head and record["dirty"] is False
+        bad = subprocess.run([sys.executable, script, "--pin=nope"], capture_output=True, text=True)
+        assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "--pin=nope: not a commit" in bad.stderr
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", str(tmp_path / "pinned" / head[:12])])
+
+
+def test_plot_titles_fit_the_figure():
+    import matplotlib.pyplot as plt
+
+    fig, _ = plt.subplots(figsize=(6.4, 4.2))
+    report.fit_title(fig, "variants100k: dm_control/walker-walk-v0 " * 3)
+    title = fig._suptitle
+    assert title.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width
+    assert title.get_fontsize() < 11
+    plt.close(fig)
+
+
+def test_readme_block_carries_the_aggregate_and_the_variant_names(fixture_suite, monkeypatch):
+    units, records, units_dir, out = fixture_suite
+    mirror = [
+        benchmark.make_unit("qsm", u.config.env, u.config.seed, 20_000, agent=benchmark.VARIANT_MIRROR)
+        for u in units
+        if u.config.algo == "sac"
+    ]
+    rng = np.random.default_rng(1)
+    for u in mirror:
+        rec = _fake_record(u, [100.0, 300.0, 600.0, 900.0], rng=rng)
+        (out.parent / "units" / f"{u.key}.json").write_text(json.dumps(rec))
+    monkeypatch.setitem(benchmark.SUITES, "fixture", lambda: units + mirror)
+    readme = out.parent / "README.md"
+    readme.write_text(f"intro\n{report.begin_marker('fixture')}\n{report.end_marker('fixture')}\n")
+    report.write_report(units_dir, str(out), ["fixture"], readme=str(readme))
+    block = readme.read_text()
+    assert "QSM-mirror = QSM with score_target=mirror, lam=1.0, normalize_grad=True, num_action_samples=8" in block
+    rows = {line.split(" | ")[0][2:]: line for line in block.splitlines() if line.count(" | ") == 2}
+    assert set(rows) >= {"QSM", "SAC", "QSM-mirror"} and rows["SAC"].endswith("| - |")
+    assert "](out/fixture_aggregate.png)" in block
