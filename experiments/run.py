@@ -1,9 +1,12 @@
 """Train QSM on a gymnasium task: `python experiments/run.py --env=Walker2d-v4`.
 
 Flags set `qsm_jax.train.RunConfig` and `qsm_jax.QSMConfig`; defaults are the reference settings.
+Named configurations are absl flagfiles: `--flagfile=configs/qsm_mirror.flags` (any flag after it
+overrides it); `--print_config` shows the resolved settings without training.
 Re-running the same command on the same --workdir resumes from its last checkpoint.
 """
 
+import json
 import os
 import sys
 
@@ -77,6 +80,7 @@ flags.DEFINE_float("gamma", _AGENT.gamma, "Discount.")
 flags.DEFINE_float("tau", _AGENT.tau, "Polyak rate of the target critics.")
 flags.DEFINE_string("workdir", "", "Output folder; default runs/<algo>_<env>_seed<seed>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("print_config", False, "Print the resolved run settings as JSON and exit without training.")
 
 
 def _int_list(name: str) -> tuple[int, ...]:
@@ -84,6 +88,28 @@ def _int_list(name: str) -> tuple[int, ...]:
         return tuple(int(v) for v in getattr(FLAGS, name))
     except ValueError:
         raise ValueError(f"{name} must be comma-separated integers, got {','.join(getattr(FLAGS, name))!r}") from None
+
+
+def config_from_flags() -> RunConfig:
+    """The run's settings from the parsed flags.
+
+    Raises:
+      ValueError: a bad value, or a setting of another algorithm (one line).
+    """
+    common = {"actor_lr": FLAGS.actor_lr, "critic_lr": FLAGS.critic_lr, "gamma": FLAGS.gamma, "tau": FLAGS.tau}
+    for name in ("actor_hidden_dims", "critic_hidden_dims"):
+        if getattr(FLAGS, name):
+            common[name] = _int_list(name)
+    own = ONLY.get(FLAGS.algo, ())
+    given = sorted({n for names in ONLY.values() for n in names if n not in own and FLAGS[n].present})
+    if given:
+        flags_text = ", ".join(f"--{n}" for n in given)
+        raise ValueError(f"{flags_text}: not settings of --algo={FLAGS.algo}; drop them")
+    agent = get_algorithm(FLAGS.algo).config_cls(**common, **{n: getattr(FLAGS, n) for n in own})
+    run = ("env", "seed", "max_steps", "start_steps", "batch_size", "buffer_size", "eval_interval", "eval_episodes")
+    run += ("checkpoint_interval", "checkpoint_env_state", "checkpoint_every_minutes", "video_interval")
+    run += ("log_interval", "utd", "num_envs", "num_seeds", "algo")
+    return RunConfig(**{n: getattr(FLAGS, n) for n in run}, agent=agent)
 
 
 def main(argv):
@@ -94,36 +120,10 @@ def main(argv):
         os.environ["MUJOCO_GL"] = "egl"  # headless offscreen rendering (MuJoCo is imported later)
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     try:
-        common = {"actor_lr": FLAGS.actor_lr, "critic_lr": FLAGS.critic_lr, "gamma": FLAGS.gamma, "tau": FLAGS.tau}
-        for name in ("actor_hidden_dims", "critic_hidden_dims"):
-            if getattr(FLAGS, name):
-                common[name] = _int_list(name)
-        own = ONLY.get(FLAGS.algo, ())
-        given = sorted({n for names in ONLY.values() for n in names if n not in own and FLAGS[n].present})
-        if given:
-            flags_text = ", ".join(f"--{n}" for n in given)
-            raise ValueError(f"{flags_text}: not settings of --algo={FLAGS.algo}; drop them")
-        agent = get_algorithm(FLAGS.algo).config_cls(**common, **{n: getattr(FLAGS, n) for n in own})
-        config = RunConfig(
-            env=FLAGS.env,
-            seed=FLAGS.seed,
-            max_steps=FLAGS.max_steps,
-            start_steps=FLAGS.start_steps,
-            batch_size=FLAGS.batch_size,
-            buffer_size=FLAGS.buffer_size,
-            eval_interval=FLAGS.eval_interval,
-            eval_episodes=FLAGS.eval_episodes,
-            checkpoint_interval=FLAGS.checkpoint_interval,
-            checkpoint_env_state=FLAGS.checkpoint_env_state,
-            checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
-            video_interval=FLAGS.video_interval,
-            log_interval=FLAGS.log_interval,
-            utd=FLAGS.utd,
-            num_envs=FLAGS.num_envs,
-            num_seeds=FLAGS.num_seeds,
-            algo=FLAGS.algo,
-            agent=agent,
-        )
+        config = config_from_flags()
+        if FLAGS.print_config:
+            print(json.dumps(config.to_dict(), indent=1))
+            return
         seeds = f"{config.seed}" if config.num_seeds == 1 else f"{config.seed}-{config.seed + config.num_seeds - 1}"
         workdir = FLAGS.workdir or os.path.join("runs", f"{config.algo}_{config.env}_seed{seeds}")
         result = train_and_evaluate(config, workdir, progress=FLAGS.progress)
