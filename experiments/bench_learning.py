@@ -49,6 +49,11 @@ flags.DEFINE_integer("workers", 0, "Units run at once, each pinned to one core (
 flags.DEFINE_list(
     "units", [], "Run only these unit keys of --suite, in this order (default: every pending unit, cheapest first)."
 )
+flags.DEFINE_string(
+    "import_units",
+    "",
+    "Add the unit files of this folder or tar archive (e.g. from experiments/device_units.sh) to --units_dir.",
+)
 flags.DEFINE_string("unit", "", "Run this one unit key of --suite in this process (used by the runner).")
 flags.DEFINE_bool("git_commit", False, "git-commit each unit file as soon as it is written.")
 flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read and written.")
@@ -231,6 +236,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     try:
+        if FLAGS.import_units:
+            written, skipped = benchmark.import_units(FLAGS.import_units, FLAGS.units_dir)
+            for path in written:
+                record = benchmark.load_unit(path)
+                print(f"added    {record['key']}: final return {record['final_return']:.1f}")
+                if FLAGS.git_commit:
+                    _commit(path, f"Learning unit {record['key']}: final return {record['final_return']:.1f}")
+            for key in skipped:
+                print(f"skipped  {key}: already in {FLAGS.units_dir}")
+            return
         if FLAGS.report:
             from qsm_jax import report
 

@@ -267,8 +267,13 @@ def _git(*args: str) -> str:
 
 def code_version() -> dict[str, Any]:
     """The commit of the code that runs (the checkout holding this package) and whether tracked
-    files differ from it."""
-    return {"commit": _git("rev-parse", "HEAD") or "unknown", "dirty": bool(_git("status", "--porcelain", "-uno"))}
+    files differ from it. A copy with no git history (a lent accelerator machine's) takes the commit
+    from ``QSM_JAX_COMMIT``, set by the script that checked the copy was committed
+    (``experiments/device/command.sh``)."""
+    commit = _git("rev-parse", "HEAD")
+    if not commit:
+        return {"commit": os.environ.get("QSM_JAX_COMMIT") or "unknown", "dirty": False}
+    return {"commit": commit, "dirty": bool(_git("status", "--porcelain", "-uno"))}
 
 
 def machine() -> dict[str, Any]:
@@ -381,3 +386,56 @@ def load_units(units_dir: str = UNITS_DIR) -> list[dict]:
     if not os.path.isdir(units_dir):
         return []
     return [load_unit(os.path.join(units_dir, n)) for n in sorted(os.listdir(units_dir)) if n.endswith(".json")]
+
+
+def import_units(source: str, units_dir: str = UNITS_DIR) -> tuple[list[str], list[str]]:
+    """Copies the unit files of ``source`` (a folder, or a tar archive such as the one a lent
+    accelerator machine returns: ``experiments/device_units.sh``) into ``units_dir``.
+
+    A file is taken only if its key re-derives from its stored config (the same code computed it)
+    and no file of that key exists yet: a unit is never written twice.
+
+    Returns:
+      (paths written, keys skipped because they were already there).
+    Raises:
+      ValueError: ``source`` missing, or a file that is not a unit record or whose key does not
+        match its config (one line; nothing is written then).
+    """
+    import tarfile
+
+    if os.path.isdir(source):
+        names = [n for n in sorted(os.listdir(source)) if n.endswith(".json")]
+        texts = {n: _read(os.path.join(source, n)) for n in names}
+    elif os.path.isfile(source) and tarfile.is_tarfile(source):
+        with tarfile.open(source) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".json")]
+            texts = {os.path.basename(m.name): tar.extractfile(m).read().decode() for m in members}
+    else:
+        raise ValueError(f"{source}: neither a folder nor a tar archive of unit files")
+    records = []
+    for name, text in texts.items():
+        try:
+            record = json.loads(text)
+            unit = Unit(RunConfig.from_dict(record["config"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{source}: {name} is not a unit record ({e})") from None
+        if record.get("schema") != SCHEMA or unit.key != record.get("key") or name != unit.key + ".json":
+            raise ValueError(f"{source}: {name}: its key does not match its config (key {record.get('key')!r})")
+        records.append((unit, text))
+    written, skipped = [], []
+    os.makedirs(units_dir, exist_ok=True)
+    for unit, text in records:
+        if unit.done(units_dir):
+            skipped.append(unit.key)
+            continue
+        tmp = unit.path(units_dir) + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, unit.path(units_dir))
+        written.append(unit.path(units_dir))
+    return written, skipped
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
