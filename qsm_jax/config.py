@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
+
+from qsm_jax.common import check, finite
 
 BETA_SCHEDULES = ("vp", "linear", "cosine")
 SCORE_TARGETS = ("qsm", "tilted", "mirror")
@@ -88,13 +89,13 @@ class QSMConfig:
 
     def __post_init__(self) -> None:
         check_agent_config(self, dims=("time_hidden_dims",), positive=("alpha", "lam"))
-        _check(
+        check(
             self.score_target in SCORE_TARGETS,
             f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
         )
-        _check(isinstance(self.normalize_grad, bool), f"normalize_grad must be a bool, got {self.normalize_grad!r}")
-        _check(
-            _finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,
+        check(isinstance(self.normalize_grad, bool), f"normalize_grad must be a bool, got {self.normalize_grad!r}")
+        check(
+            finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,
             f"grad_rms_decay must be in [0, 1), got {self.grad_rms_decay}",
         )
         check_diffusion_config(self)
@@ -105,26 +106,26 @@ class QSMConfig:
 
 def check_diffusion_config(config) -> None:
     """Checks the settings of a diffusion policy (QSM, and the DQL baseline that shares its policy)."""
-    _check(
+    check(
         config.time_features > 0 and config.time_features % 2 == 0,
         f"time_features must be a positive even integer, got {config.time_features}",
     )
-    _check(
+    check(
         config.actor_lr_decay_steps >= 0,
         f"actor_lr_decay_steps must be >= 0 (0 = constant), got {config.actor_lr_decay_steps}",
     )
-    _check(
+    check(
         isinstance(config.diffusion_steps, int) and config.diffusion_steps >= 1,
         f"diffusion_steps (T) must be an integer >= 1, got {config.diffusion_steps!r}",
     )
-    _check(
+    check(
         config.beta_schedule in BETA_SCHEDULES,
         f"beta_schedule must be one of {BETA_SCHEDULES}, got {config.beta_schedule!r}",
     )
     for name in ("temperature", "exploration_noise", "target_noise"):
         value = getattr(config, name)
-        _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
-    _check(
+        check(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+    check(
         isinstance(config.num_action_samples, int)
         and not isinstance(config.num_action_samples, bool)
         and config.num_action_samples >= 1,
@@ -144,24 +145,12 @@ def check_agent_config(
     ``num_critics``, ``actor_lr``, ``critic_lr``, ``gamma``, ``tau``; plus the named extra fields."""
     for name in ("actor_hidden_dims", "critic_hidden_dims", *dims):
         object.__setattr__(config, name, _positive_int_tuple(name, getattr(config, name)))
-    _check(config.num_critics >= 1, f"num_critics must be >= 1, got {config.num_critics}")
+    check(config.num_critics >= 1, f"num_critics must be >= 1, got {config.num_critics}")
     for name in ("actor_lr", "critic_lr", *positive):
         value = getattr(config, name)
-        _check(_finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+        check(finite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
     for name in non_negative:
         value = getattr(config, name)
-        _check(_finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
-    _check(_finite(config.gamma) and 0.0 <= config.gamma < 1.0, f"gamma must be in [0, 1), got {config.gamma}")
-    _check(_finite(config.tau) and 0.0 < config.tau <= 1.0, f"tau must be in (0, 1], got {config.tau}")
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+        check(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
+    check(finite(config.gamma) and 0.0 <= config.gamma < 1.0, f"gamma must be in [0, 1), got {config.gamma}")
+    check(finite(config.tau) and 0.0 < config.tau <= 1.0, f"tau must be in (0, 1], got {config.tau}")

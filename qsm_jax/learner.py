@@ -11,7 +11,7 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from qsm_jax import diffusion, losses
+from qsm_jax import common, diffusion, losses
 from qsm_jax.config import QSMConfig
 from qsm_jax.networks import CriticEnsemble, ScoreNetwork
 from qsm_jax.types import Batch
@@ -45,16 +45,8 @@ class QSMState(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False)
 
 
-def raw_key(key: jax.Array) -> jax.Array:
-    """Raw uint32 key data of a typed (``jax.random.key``) or raw (``PRNGKey``) key."""
-    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-
-
-def adam_train_state(module, params: Any, learning_rate: float | optax.Schedule) -> TrainState:
-    """A ``TrainState`` of ``module``'s parameters with Adam and an int32 step counter."""
-    return TrainState.create(apply_fn=module.apply, params=params, tx=optax.adam(learning_rate)).replace(
-        step=jnp.zeros((), jnp.int32)
-    )
+raw_key = common.raw_key  # kept here for code that imported it from the learner
+adam_train_state = common.adam_train_state
 
 
 def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QSMConfig) -> QSMState:
@@ -74,26 +66,22 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(config, QSMConfig):
         raise ValueError(f"config must be a qsm_jax.QSMConfig, got {type(config).__name__}")
-    actor_key, critic_key, key = jax.random.split(raw_key(key), 3)
+    actor_key, critic_key, key = jax.random.split(common.raw_key(key), 3)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, action_dim), jnp.float32)
 
-    actor_net = ScoreNetwork(
+    actor_net = common.module(
+        ScoreNetwork,
         action_dim=action_dim,
         hidden_dims=config.actor_hidden_dims,
         time_features=config.time_features,
         time_hidden_dims=config.time_hidden_dims,
     )
-    if config.actor_lr_decay_steps > 0:
-        actor_lr = optax.cosine_decay_schedule(config.actor_lr, config.actor_lr_decay_steps)
-    else:
-        actor_lr = config.actor_lr
-    actor = adam_train_state(
-        actor_net, actor_net.init(actor_key, obs, act, jnp.zeros((1, 1), jnp.float32))["params"], actor_lr
-    )
+    actor_params = actor_net.init(actor_key, obs, act, jnp.zeros((1, 1), jnp.float32))["params"]
+    actor = common.adam_train_state(actor_net, actor_params, config.actor_lr, config.actor_lr_decay_steps)
 
-    critic_net = CriticEnsemble(hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
-    critic = adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
+    critic_net = common.module(CriticEnsemble, hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
+    critic = common.adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
     return QSMState(
         actor=actor,
         critic=critic,

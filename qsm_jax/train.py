@@ -271,8 +271,7 @@ def seed_sharding(num_seeds: int) -> jax.sharding.Sharding:
 
 
 def _stack(trees: list) -> Any:
-    """Stacks same-shaped pytrees on a new leading axis; the first tree's static fields are kept
-    (each ``create_train_state`` call makes its own, equivalent, optax closures)."""
+    """Stacks same-shaped pytrees (equal static fields: ``qsm_jax.common``) on a new leading axis."""
     leaves = [jnp.stack(xs) for xs in zip(*map(jax.tree.leaves, trees), strict=True)]
     return jax.tree.unflatten(jax.tree.structure(trees[0]), leaves)
 

@@ -17,8 +17,8 @@ from flax.training.train_state import TrainState
 from jax.scipy.stats import norm
 
 from qsm_jax import losses
-from qsm_jax.config import _check, _finite, check_agent_config, config_to_dict
-from qsm_jax.learner import adam_train_state, raw_key
+from qsm_jax.common import adam_train_state, check, finite, module, raw_key
+from qsm_jax.config import check_agent_config, config_to_dict
 from qsm_jax.networks import CriticEnsemble, TanhGaussianActor, Temperature
 from qsm_jax.types import Batch
 
@@ -49,7 +49,7 @@ class SACConfig:
 
     def __post_init__(self) -> None:
         check_agent_config(self, positive=("temperature_lr", "initial_temperature"))
-        _check(_finite(self.target_entropy_scale), "target_entropy_scale must be finite")
+        check(finite(self.target_entropy_scale), "target_entropy_scale must be finite")
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
@@ -75,9 +75,9 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: SA
         raise ValueError(f"config must be a qsm_jax.sac.SACConfig, got {type(config).__name__}")
     actor_key, critic_key, key = jax.random.split(raw_key(key), 3)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    actor_net = TanhGaussianActor(action_dim, config.actor_hidden_dims)
-    critic_net = CriticEnsemble(config.critic_hidden_dims, config.num_critics)
-    temp_net = Temperature(config.initial_temperature)
+    actor_net = module(TanhGaussianActor, action_dim=action_dim, hidden_dims=config.actor_hidden_dims)
+    critic_net = module(CriticEnsemble, hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
+    temp_net = module(Temperature, initial=config.initial_temperature)
     critic = adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
     return SACState(
         actor=adam_train_state(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr),

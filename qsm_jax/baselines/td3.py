@@ -16,8 +16,8 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from qsm_jax import losses
-from qsm_jax.config import _check, check_agent_config, config_to_dict
-from qsm_jax.learner import adam_train_state, raw_key
+from qsm_jax.common import adam_train_state, check, module, raw_key
+from qsm_jax.config import check_agent_config, config_to_dict
 from qsm_jax.networks import CriticEnsemble, DeterministicActor
 from qsm_jax.types import Batch
 
@@ -50,7 +50,7 @@ class TD3Config:
 
     def __post_init__(self) -> None:
         check_agent_config(self, non_negative=("exploration_noise", "policy_noise", "noise_clip"))
-        _check(
+        check(
             isinstance(self.policy_delay, int) and self.policy_delay >= 1,
             f"policy_delay must be an integer >= 1, got {self.policy_delay!r}",
         )
@@ -79,8 +79,8 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: TD
         raise ValueError(f"config must be a qsm_jax.td3.TD3Config, got {type(config).__name__}")
     actor_key, critic_key, key = jax.random.split(raw_key(key), 3)
     obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, action_dim))
-    actor_net = DeterministicActor(action_dim, config.actor_hidden_dims)
-    critic_net = CriticEnsemble(config.critic_hidden_dims, config.num_critics)
+    actor_net = module(DeterministicActor, action_dim=action_dim, hidden_dims=config.actor_hidden_dims)
+    critic_net = module(CriticEnsemble, hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
 
     actor = adam_train_state(actor_net, actor_net.init(actor_key, obs)["params"], config.actor_lr)
     critic = adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
