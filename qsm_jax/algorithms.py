@@ -1,37 +1,35 @@
-"""The algorithms the training program can run, behind one interface.
+"""The registry of algorithms the training program can run (``qsm_jax.types.Algorithm``).
 
-Each provides a frozen config class, ``create_train_state(key, obs_dim, action_dim, config)``, a
-jitted ``train_step(state, batch) -> (state, metrics)`` and a traceable
-``policy_sample(state, observations, key, explore) -> actions`` used inside the fused loop.
+QSM is the product; SAC, TD3 and Diffusion-QL are the baselines it is measured against. A new
+algorithm joins with ``register``: the program, the fused step and the benchmark then run it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from qsm_jax import learner
 from qsm_jax.baselines import dql, sac, td3
 from qsm_jax.config import QSMConfig
+from qsm_jax.types import Algorithm
+
+ALGORITHMS: dict[str, Algorithm] = {}
+_BY_STATE: dict[type, Algorithm] = {}
 
 
-class Algorithm(NamedTuple):
-    name: str
-    config_cls: type
-    state_cls: type
-    create_train_state: Callable[..., Any]
-    train_step: Callable[..., Any]
-    policy_sample: Callable[..., Any]
+def register(algorithm: Algorithm) -> Algorithm:
+    """Adds ``algorithm`` under its name (replacing one of the same name) and returns it."""
+    ALGORITHMS[algorithm.name] = algorithm
+    _BY_STATE[algorithm.state_cls] = algorithm
+    return algorithm
 
 
-ALGORITHMS = {
-    "qsm": Algorithm(
-        "qsm", QSMConfig, learner.QSMState, learner.create_train_state, learner.train_step, learner.policy_sample
-    ),
-    "sac": Algorithm("sac", sac.SACConfig, sac.SACState, sac.create_train_state, sac.train_step, sac.policy_sample),
-    "td3": Algorithm("td3", td3.TD3Config, td3.TD3State, td3.create_train_state, td3.train_step, td3.policy_sample),
-    "dql": Algorithm("dql", dql.DQLConfig, dql.DQLState, dql.create_train_state, dql.train_step, dql.policy_sample),
-}
+register(
+    Algorithm("qsm", QSMConfig, learner.QSMState, learner.create_train_state, learner.train_step, learner.policy_sample)
+)
+register(Algorithm("sac", sac.SACConfig, sac.SACState, sac.create_train_state, sac.train_step, sac.policy_sample))
+register(Algorithm("td3", td3.TD3Config, td3.TD3State, td3.create_train_state, td3.train_step, td3.policy_sample))
+register(Algorithm("dql", dql.DQLConfig, dql.DQLState, dql.create_train_state, dql.train_step, dql.policy_sample))
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -41,8 +39,7 @@ def get_algorithm(name: str) -> Algorithm:
 
 
 def algorithm_of(state: Any) -> Algorithm:
-    """The algorithm whose train state ``state`` is."""
-    for algorithm in ALGORITHMS.values():
-        if isinstance(state, algorithm.state_cls):
-            return algorithm
-    raise ValueError(f"no algorithm has train states of type {type(state).__name__}")
+    """The algorithm whose train state ``state`` is (looked up by its class)."""
+    if type(state) not in _BY_STATE:
+        raise ValueError(f"no registered algorithm has train states of type {type(state).__name__}; see register()")
+    return _BY_STATE[type(state)]

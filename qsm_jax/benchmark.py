@@ -99,6 +99,16 @@ class Unit:
         return os.path.exists(self.path(units_dir))
 
 
+def unit_of(record: dict) -> Unit:
+    """The unit a record's stored config describes. Settings added after the record was written
+    take the values that reproduce the code it ran (``ADDED_RUN_SETTINGS``, ``ADDED_AGENT_SETTINGS``),
+    so ``unit_of(record).key == record["key"]`` for every unit this code can run."""
+    config = {**ADDED_RUN_SETTINGS, **record["config"]}
+    if config.get("algo", "qsm") == "qsm":
+        config["agent"] = {**ADDED_AGENT_SETTINGS, **config.get("agent", {})}
+    return Unit(RunConfig.from_dict(config))
+
+
 def label(config: RunConfig) -> str:
     """The name a unit's results are grouped under: the algorithm, a named variant (``VARIANTS``,
     e.g. ``QSM-mirror``), or the algorithm plus every agent setting that differs from its defaults,
@@ -224,7 +234,7 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     steps/s of the finished units most like it (same agent settings and env, else same agent settings,
     else same algorithm and env), or ``PRIOR_STEPS_PER_S`` if none."""
     records = [r for r in load_units(units_dir) if r["algo"] == unit.config.algo and r.get("env_steps_per_s")]
-    same_agent = [r for r in records if RunConfig.from_dict(r["config"]).agent == unit.config.agent]
+    same_agent = [r for r in records if unit_of(r).config.agent == unit.config.agent]
     same_env = [r for r in same_agent if r["env"] == unit.config.env]
     like = same_env or same_agent or [r for r in records if r["env"] == unit.config.env]
     rate = (
@@ -416,7 +426,7 @@ def import_units(source: str, units_dir: str = UNITS_DIR) -> tuple[list[str], li
     for name, text in texts.items():
         try:
             record = json.loads(text)
-            unit = Unit(RunConfig.from_dict(record["config"]))
+            unit = unit_of(record)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{source}: {name} is not a unit record ({e})") from None
         if record.get("schema") != SCHEMA or unit.key != record.get("key") or name != unit.key + ".json":

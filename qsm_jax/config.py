@@ -22,8 +22,9 @@ def _positive_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class QSMConfig:
-    """Hyper-parameters of Q-Score Matching; defaults are the reference code's (ALGORITHM.md).
+class DiffusionPolicyConfig:
+    """Settings of a diffusion-model policy and its critics, shared by QSM and the Diffusion-QL
+    baseline (which differ only in the actor loss); defaults are the QSM reference code's.
 
     Every field that fixes a shape or a loop length (hidden sizes, ``diffusion_steps``,
     ``num_critics``) is static under ``jit``: the config is stored in the train state as
@@ -43,23 +44,11 @@ class QSMConfig:
       tau: Polyak rate of the target critics, applied every update.
       diffusion_steps: number of diffusion levels T.
       beta_schedule: "vp" (default), "linear" (1e-4..2e-2) or "cosine".
-      alpha: scale of the score target ``-alpha * grad_a Q`` (``M_q`` in the reference code).
-        It must match the scale of Q (ALGORITHM.md, last section).
       temperature: scale of the noise injected at each reverse step.
       clip_sampler: clip the chain to [-1, 1] after every reverse step (the final output is
         clipped either way, as in the reference).
       exploration_noise: std of the Gaussian added to training actions.
       target_noise: std of the Gaussian added to the critic's target actions.
-      score_target: what the denoiser is regressed onto (``losses.score_target``), with
-        ``g = grad_a Q(s, a_k)`` and ``a_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps``:
-        ``"qsm"`` (the reference): ``-alpha g``;
-        ``"tilted"``: ``-sqrt(1 - abar_k) g / lam``, the score of ``exp(Q / lam)`` at every level;
-        ``"mirror"``: ``eps - sqrt(1 - abar_k) g / lam``, the replay distribution tilted by
-        ``exp(Q / lam)`` (a KL-regularised policy-improvement step with a pull-back term).
-      lam: temperature of the tilt in "tilted" and "mirror" (smaller = greedier).
-      normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
-        ``alpha`` / ``lam`` do not depend on the reward scale.
-      grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       num_action_samples: acting and evaluation draw N chain samples per observation and keep the
         one with the highest mean online Q (exploration noise is added after the choice).
     """
@@ -76,19 +65,54 @@ class QSMConfig:
     tau: float = 0.005
     diffusion_steps: int = 5
     beta_schedule: str = "vp"
-    alpha: float = 50.0
     temperature: float = 1.0
     clip_sampler: bool = True
     exploration_noise: float = 0.1
     target_noise: float = 0.1
+    num_action_samples: int = 1
+
+    def __post_init__(self) -> None:
+        check_agent_config(self, dims=("time_hidden_dims",))
+        check_diffusion_config(self)
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    def policy_settings(self) -> dict:
+        """The ``DiffusionPolicyConfig`` fields of this config (what builds the same policy)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DiffusionPolicyConfig)}
+
+
+@dataclasses.dataclass(frozen=True)
+class QSMConfig(DiffusionPolicyConfig):
+    """Hyper-parameters of Q-Score Matching; defaults are the reference code's (docs/algorithm.md).
+
+    The diffusion policy and critics: see ``DiffusionPolicyConfig``. QSM's own settings:
+
+    Attributes:
+      alpha: scale of the score target ``-alpha * grad_a Q`` (``M_q`` in the reference code).
+        It must match the scale of Q (docs/algorithm.md, "Known behaviour").
+      score_target: what the denoiser is regressed onto (``losses.score_target``), with
+        ``g = grad_a Q(s, a_k)`` and ``a_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps``:
+        ``"qsm"`` (the reference): ``-alpha g``;
+        ``"tilted"``: ``-sqrt(1 - abar_k) g / lam``, the score of ``exp(Q / lam)`` at every level;
+        ``"mirror"``: ``eps - sqrt(1 - abar_k) g / lam``, the replay distribution tilted by
+        ``exp(Q / lam)`` (a KL-regularised policy-improvement step with a pull-back term).
+      lam: temperature of the tilt in "tilted" and "mirror" (smaller = greedier).
+      normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
+        ``alpha`` / ``lam`` do not depend on the reward scale.
+      grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
+    """
+
+    alpha: float = 50.0
     score_target: str = "qsm"
     lam: float = 1.0
     normalize_grad: bool = False
     grad_rms_decay: float = 0.99
-    num_action_samples: int = 1
 
     def __post_init__(self) -> None:
-        check_agent_config(self, dims=("time_hidden_dims",), positive=("alpha", "lam"))
+        super().__post_init__()
+        check_agent_config(self, positive=("alpha", "lam"))
         check(
             self.score_target in SCORE_TARGETS,
             f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
@@ -98,10 +122,6 @@ class QSMConfig:
             finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,
             f"grad_rms_decay must be in [0, 1), got {self.grad_rms_decay}",
         )
-        check_diffusion_config(self)
-
-    def to_dict(self) -> dict:
-        return config_to_dict(self)
 
 
 def check_diffusion_config(config) -> None:

@@ -14,13 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from qsm_jax.algorithms import algorithm_of
-from qsm_jax.learner import QSMState
 from qsm_jax.replay import ReplayBuffer, replay_add, replay_sample_after_add
-from qsm_jax.types import Batch
+from qsm_jax.types import AgentState, Batch
 
 
 def act_and_learn(
-    state: QSMState,
+    state: AgentState,
     buffer: ReplayBuffer,
     transitions: Batch,
     observations: jax.Array,
@@ -29,8 +28,8 @@ def act_and_learn(
     utd: int,
     batch_size: int,
     learn: bool,
-) -> tuple[QSMState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
-    """One env step of one agent (QSM, SAC or TD3 state) with N envs.
+) -> tuple[AgentState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
+    """One env step of one agent (any registered algorithm) with N envs.
 
     Args:
       state: agent.
@@ -78,7 +77,7 @@ def _after(values, dependency: jax.Array):
 
 @functools.partial(jax.jit, static_argnames=("utd", "batch_size", "learn"), donate_argnames=("states", "buffers"))
 def act_and_learn_seeds(
-    states: QSMState,
+    states: AgentState,
     buffers: ReplayBuffer,
     transitions: Batch,
     observations: jax.Array,
@@ -88,7 +87,7 @@ def act_and_learn_seeds(
     utd: int,
     batch_size: int,
     learn: bool,
-) -> tuple[QSMState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
+) -> tuple[AgentState, ReplayBuffer, jax.Array, dict[str, jax.Array]]:
     """``act_and_learn`` for K agents stacked on a leading seed axis, in one compiled call.
 
     The states and buffers are donated (updated in place). Per-step keys are
@@ -118,7 +117,7 @@ def _per_seed(fn, *args):
 
 @functools.partial(jax.jit, static_argnames=("learn", "explore"))
 def act_seeds(
-    states: QSMState, observations: jax.Array, keys: jax.Array, step: jax.Array, *, learn: bool, explore: bool
+    states: AgentState, observations: jax.Array, keys: jax.Array, step: jax.Array, *, learn: bool, explore: bool
 ) -> jax.Array:
     """Actions of K stacked agents for (K, N, S) observations: the policy, or uniform if not ``learn``."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)

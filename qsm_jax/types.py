@@ -1,8 +1,15 @@
-"""Data containers shared by the losses, the learner and the training loop."""
+"""The data and the agent interface shared by the losses, the learners and the training program.
+
+An algorithm (QSM in ``learner.py``; SAC, TD3 and Diffusion-QL in ``baselines/``) is four things
+(``Algorithm``): a frozen config class, ``create_train_state``, a jitted ``train_step`` and a
+traceable ``policy_sample``. Its train state is an immutable pytree with the fields of
+``AgentState``. ``qsm_jax.algorithms.ALGORITHMS`` registers them for the training program.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import numpy as np
@@ -53,3 +60,42 @@ def check_batch(batch: Batch, obs_dim: int | None = None, action_dim: int | None
         raise ValueError("batch.actions must lie in [-1, 1]; rescale them from the env's bounds first")
     if not np.all((arrays["terminals"] == 0.0) | (arrays["terminals"] == 1.0)):
         raise ValueError("batch.terminals must be 0.0 or 1.0 (1.0 only on true termination)")
+
+
+class AgentState(Protocol):
+    """What the training program reads of any algorithm's train state (a ``flax.struct`` pytree).
+
+    Attributes:
+      config: the algorithm's frozen config (static: not a pytree leaf).
+      obs_dim, action_dim: static sizes S and A.
+      key: raw uint32 PRNG key data (2,), advanced by every ``train_step``.
+      step: number of ``train_step`` calls so far, int32 scalar.
+    """
+
+    config: Any
+    obs_dim: int
+    action_dim: int
+    key: jax.Array
+    step: jax.Array
+
+
+class Algorithm(NamedTuple):
+    """One algorithm, as the training program and the benchmark use it.
+
+    Attributes:
+      name: its ``--algo`` name.
+      config_cls: frozen dataclass of its settings (defaults = its reference settings).
+      state_cls: its train-state class (an ``AgentState``).
+      create_train_state: ``(key, obs_dim, action_dim, config) -> state``; equal configs give
+        states of equal structure, so ``train_step`` compiles once for them.
+      train_step: jitted ``(state, batch: Batch) -> (state, metrics: dict of scalars)``.
+      policy_sample: traceable ``(state, observations (B, S), key, explore: bool) -> actions (B, A)``
+        in [-1, 1]; ``explore`` adds the training-time exploration noise.
+    """
+
+    name: str
+    config_cls: type
+    state_cls: type
+    create_train_state: Callable[[jax.Array, int, int, Any], AgentState]
+    train_step: Callable[[AgentState, Batch], tuple[AgentState, dict[str, jax.Array]]]
+    policy_sample: Callable[..., jax.Array]

@@ -363,3 +363,13 @@ def test_readme_block_carries_the_aggregate_and_the_variant_names(fixture_suite,
     rows = {line.split(" | ")[0][2:]: line for line in block.splitlines() if line.count(" | ") == 2}
     assert set(rows) >= {"QSM", "SAC", "QSM-mirror"} and rows["SAC"].endswith("| - |")
     assert "](out/fixture_aggregate.png)" in block
+
+
+def test_every_committed_unit_key_re_derives_from_its_stored_config():
+    """A new config field that changes unit keys would orphan every committed unit (it would run
+    again under a new key); this catches it unless the field is listed in ADDED_AGENT_SETTINGS."""
+    records = benchmark.load_units(os.path.join(ROOT, "results", "learning", "units"))
+    assert records, "no committed unit files found"
+    for record in records:
+        unit = benchmark.unit_of(record)
+        assert unit.key == record["key"], f"{record['key']}: re-derived as {unit.key}"

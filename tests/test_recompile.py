@@ -42,3 +42,21 @@ def test_two_fresh_states_compile_train_step_once(algo):
     again = algorithm.create_train_state(jax.random.key(3), obs_dim, action_dim, algorithm.config_cls(**settings))
     algorithm.train_step(again, batch)
     assert algorithm.train_step._cache_size() == before + 1
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_every_algorithm_has_the_agent_interface(algo):
+    from qsm_jax.algorithms import algorithm_of
+    from qsm_jax.types import AgentState
+
+    algorithm = ALGORITHMS[algo]
+    settings = DIFFUSION_TINY if algo in ("qsm", "dql") else TINY
+    state = algorithm.create_train_state(jax.random.key(0), 4, 2, algorithm.config_cls(**settings))
+    assert isinstance(state, algorithm.state_cls) and algorithm_of(state) is algorithm
+    for name in AgentState.__annotations__:
+        assert hasattr(state, name), f"{algo} state lacks {name}"
+    assert (state.obs_dim, state.action_dim, state.key.dtype, int(state.step)) == (4, 2, jnp.uint32, 0)
+    actions = algorithm.policy_sample(state, jnp.zeros((3, 4)), jax.random.key(1), explore=True)
+    assert actions.shape == (3, 2) and bool(jnp.all(jnp.abs(actions) <= 1.0))
+    with pytest.raises(ValueError, match="no registered algorithm has train states of type dict"):
+        algorithm_of({})

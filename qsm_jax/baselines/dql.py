@@ -25,53 +25,32 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from qsm_jax import diffusion, learner
-from qsm_jax.config import QSMConfig, check_agent_config, check_diffusion_config, config_to_dict
+from qsm_jax.config import DiffusionPolicyConfig, QSMConfig, check_agent_config
 from qsm_jax.types import Batch
 
 
 @dataclasses.dataclass(frozen=True)
-class DQLConfig:
-    """Online Diffusion-QL settings. Everything but ``eta`` is QSM's default (the same policy class,
-    networks, schedule, sampler, critics and optimisers), so the two differ only in the actor loss.
+class DQLConfig(DiffusionPolicyConfig):
+    """Online Diffusion-QL settings: QSM's diffusion policy, networks, schedule, sampler, critics
+    and optimisers (``DiffusionPolicyConfig``, the same defaults), so the two differ only in the
+    actor loss; acting is QSM's (``learner.policy_sample``), best-of-N included.
 
     Attributes:
       eta: weight of the Q term. The paper tunes it per offline dataset (0.1-3.5 on D4RL, where a
         small eta keeps the policy near the data); online the data is the policy's own, so there
         is no behaviour policy to stay near and we use eta = 1.0, which with the |Q| normalisation
         weighs the Q term like the unit-scale denoising loss.
-      (the other fields: see ``qsm_jax.QSMConfig``)
     """
 
-    actor_hidden_dims: tuple[int, ...] = (512, 512)
-    critic_hidden_dims: tuple[int, ...] = (512, 512)
-    time_features: int = 64
-    time_hidden_dims: tuple[int, ...] = (128, 128)
-    num_critics: int = 2
-    actor_lr: float = 3e-4
-    actor_lr_decay_steps: int = 2_000_000
-    critic_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    diffusion_steps: int = 5
-    beta_schedule: str = "vp"
-    temperature: float = 1.0
-    clip_sampler: bool = True
-    exploration_noise: float = 0.1
-    target_noise: float = 0.1
     eta: float = 1.0
-    num_action_samples: int = 1  # acting is QSM's (``learner.policy_sample``), best-of-N included
 
     def __post_init__(self) -> None:
-        check_agent_config(self, dims=("time_hidden_dims",), positive=("eta",))
-        check_diffusion_config(self)
-
-    def to_dict(self) -> dict:
-        return config_to_dict(self)
+        super().__post_init__()
+        check_agent_config(self, positive=("eta",))
 
     def policy_config(self) -> QSMConfig:
         """The QSM config with the same networks, schedule and sampler (builds the same policy)."""
-        shared = {f.name for f in dataclasses.fields(QSMConfig)}
-        return QSMConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in shared})
+        return QSMConfig(**self.policy_settings())
 
 
 class DQLState(struct.PyTreeNode):
