@@ -9,7 +9,7 @@
     reference (two dispatches per env step, batches sampled on the host and copied);
 (d) total and per-seed env steps/s for num_seeds 1, 2, 4, 8.
 
-The "reference-style" learner re-creates the reference code's update as ALGORITHM.md and issue #5
+The "reference-style" learner re-creates the reference code's update as docs/algorithm.md and issue #5
 describe it: two separate critic networks, each with its own Adam, the textbook Mish, the time
 embedding computed for every sample, the same algorithm and sizes. Rounds alternate between the
 contenders and the best round of each is reported, since this machine is shared and noisy.

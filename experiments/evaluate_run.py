@@ -4,7 +4,7 @@
 
 Loads the newest intact checkpoint of ``--workdir`` (or ``--step``), plays ``--episodes`` evaluation
 episodes per seed with the evaluation policy of training (``policy_sample(..., explore=False)``) and
-prints, per seed, the mean return and the share of action dimensions with ``|a| > 0.99`` (ALGORITHM.md:
+prints, per seed, the mean return and the share of action dimensions with ``|a| > 0.99`` (docs/algorithm.md:
 the reference QSM on gym MuJoCo is a bang-bang controller, ~99% at the walls). For runs made before
 evaluation recorded that share, and for any checkpoint. ``--out`` also writes the rows as JSON.
 """

@@ -1,6 +1,6 @@
 """Diffusion over actions as pure functions: noise schedules, forward noising, the reverse DDPM chain.
 
-Levels are indexed k in {0, ..., T-1}, k = 0 the least noisy (ALGORITHM.md, "Noise schedule").
+Levels are indexed k in {0, ..., T-1}, k = 0 the least noisy (docs/algorithm.md, "Noise schedule").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """QSM losses as pure functions ``f(params, ...) -> (loss, aux)``.
 
-Equations refer to ALGORITHM.md ("One update"), which writes out the reference code of
+Equations refer to docs/algorithm.md ("One update"), which writes out the reference code of
 Psenka et al., "Learning a Diffusion Model Policy from Rewards via Q-Score Matching" (ICML 2024).
 """
 

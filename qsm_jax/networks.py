@@ -65,7 +65,7 @@ class FourierFeatures(nn.Module):
 
 
 class ScoreNetwork(nn.Module):
-    """Denoiser eps_theta(s, a_k, k) of the diffusion policy (ALGORITHM.md, "Denoiser").
+    """Denoiser eps_theta(s, a_k, k) of the diffusion policy (docs/algorithm.md, "Networks").
 
     Attributes:
       action_dim: A.

@@ -29,7 +29,7 @@ from qsm_jax import benchmark  # noqa: E402
 BOOTSTRAP_REPS = 5_000
 MIN_SEEDS_AGGREGATE = 3
 
-# Published mean returns at the same env-step budget (ALGORITHM.md, "Public reference numbers";
+# Published mean returns at the same env-step budget (docs/algorithm.md, "Public reference numbers";
 # the authors' raw result files): (env, label, max_steps) -> return.
 PUBLIC = {("Walker2d-v4", "SAC", 100_000): 690.0}
 REFERENCE = "SAC"  # the aggregate normalises by, and compares every other label with, this one
@@ -228,7 +228,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
             recs, pend = cells.get((env, algo), []), pending.get((env, algo), [])
             budget = max(u.config.max_steps for u in units if (u.config.env, benchmark.label(u.config)) == (env, algo))
             public = PUBLIC.get((env, algo, budget))
-            public = f"{public:.0f} ({algo}, ALGORITHM.md)" if public is not None else "-"
+            public = f"{public:.0f} ({algo}, docs/algorithm.md)" if public is not None else "-"
             pend_text = ", ".join(f"seed {u.config.seed}" for u in pend) or "-"
             if not recs:
                 lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | - | {public} | {pend_text} |")

@@ -293,7 +293,7 @@ def _eval_actions(states, observations, keys, t):
     return jax.vmap(algorithm_of(states).policy_sample)(states, observations, keys)
 
 
-WALL = 0.99  # |action| above this counts as "at the wall" of [-1, 1] (ALGORITHM.md: bang-bang QSM)
+WALL = 0.99  # |action| above this counts as "at the wall" of [-1, 1] (docs/algorithm.md: bang-bang QSM)
 
 
 def evaluate(

@@ -15,7 +15,7 @@ def test_vp_schedule_matches_closed_form_for_t5():
     np.testing.assert_allclose(s.betas, betas, rtol=1e-6)
     np.testing.assert_allclose(s.alphas, 1 - betas, rtol=1e-6)
     np.testing.assert_allclose(s.alpha_bars, np.cumprod(1 - betas), rtol=1e-5)
-    # The rounded values ALGORITHM.md quotes.
+    # The rounded values docs/algorithm.md quotes.
     np.testing.assert_allclose(s.betas, [0.196, 0.459, 0.636, 0.755, 0.835], atol=1e-3)
     np.testing.assert_allclose(s.alpha_bars, [0.804, 0.435, 0.159, 0.039, 0.0064], atol=1e-3)
 

@@ -24,7 +24,7 @@ from qsm_jax.types import Batch
 
 @dataclasses.dataclass(frozen=True)
 class TD3Config:
-    """TD3 settings; defaults are the paper's (ALGORITHM.md, "Baselines").
+    """TD3 settings; defaults are the paper's (docs/algorithm.md, "Baselines").
 
     Attributes:
       actor_hidden_dims, critic_hidden_dims: hidden sizes (ReLU).
