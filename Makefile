@@ -8,7 +8,7 @@ ARGS ?=
 
 SUITE ?= queue
 
-.PHONY: install test test-all run bench bench-list report lint clean
+.PHONY: install test test-core run bench bench-list report lint clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ install: $(STAMP)
 # Unit tests plus the learning tests that run in minutes on a 2-core CPU.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+
+# The core alone (jax, flax, optax, chex) in a fresh venv: import qsm_jax and run train_step.
+test-core:
+	rm -rf .venv-core
+	$(PYTHON) -m venv .venv-core
+	.venv-core/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt .
+	cd tests/core && ../../.venv-core/bin/python check_core_install.py
 
 # Train QSM with the reference defaults (1M env steps); outputs go to runs/<env>_seed<seed>.
 run: $(STAMP)
@@ -42,4 +49,4 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check qsm_jax experiments tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) .venv-core .pytest_cache *.egg-info build
