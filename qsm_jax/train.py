@@ -58,8 +58,8 @@ class RunConfig:
         its own batch, per vector step).
       num_envs: envs per agent, stepped together; env-step counts include all of them.
       num_seeds: independent agents trained at once (vmapped, sharded over the devices).
-      algo: "qsm" (default), or the baselines "sac" and "td3".
-      agent: the algorithm's settings (``QSMConfig``, ``SACConfig`` or ``TD3Config``, matching ``algo``).
+      algo: "qsm" (default), or the baselines "sac", "td3" and "dql".
+      agent: the algorithm's settings (``QSMConfig``, ``SACConfig``, ``TD3Config`` or ``DQLConfig``, matching ``algo``).
     """
 
     env: str = "Walker2d-v4"

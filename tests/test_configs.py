@@ -39,3 +39,47 @@ def test_flags_after_the_flagfile_override_it():
     config = _resolved("--flagfile=configs/qsm_mirror.flags", "--lam=0.5", "--seed=3")
     assert (config.agent.lam, config.agent.score_target, config.seed) == (0.5, "mirror", 3)
     assert _resolved().agent == _resolved("--flagfile=configs/qsm_paper.flags").agent  # the defaults
+
+
+def test_every_config_field_has_a_generated_flag_with_help():
+    import dataclasses
+
+    from absl import flags
+
+    from qsm_jax import cli
+    from qsm_jax.algorithms import ALGORITHMS
+
+    values = flags.FlagValues()
+    cli.define_flags(values, module="run.py")
+    names = {f.name for f in dataclasses.fields(RunConfig) if f.name != "agent"}
+    for algorithm in ALGORITHMS.values():
+        names |= {f.name for f in dataclasses.fields(algorithm.config_cls)}
+    for name in names:
+        assert name in values, f"no flag for {name}"
+        assert len(values[name].help) > 10, f"--{name} has no help: document it in the dataclass docstring"
+    values(["run.py", "--algo=td3", "--policy_delay=3", "--actor_hidden_dims=8,8", "--max_steps=5000"])
+    config = cli.config_from_flags(values)
+    assert (config.agent.policy_delay, config.agent.actor_hidden_dims, config.max_steps) == (3, (8, 8), 5000)
+    assert config.agent.critic_hidden_dims == (256, 256)  # TD3's own default, not QSM's
+    values.unparse_flags()
+    values(["run.py", "--algo=sac", "--alpha=3", "--eta=2"])
+    with pytest.raises(ValueError, match=r"^--alpha, --eta: not settings of --algo=sac; drop them$"):
+        cli.config_from_flags(values)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--algo=dql", "--eta=0"], "run.py: error: eta must be a finite number > 0, got 0.0"),
+        (["--actor_hidden_dims=a,b"], "run.py: error: actor_hidden_dims must be comma-separated integers"),
+        (["--algo=td3", "--score_target=mirror"], "run.py: error: --score_target: not settings of --algo=td3"),
+    ],
+)
+def test_bad_generated_flags_are_one_line(flags, message):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *flags, "--print_config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert out.returncode != 0 and out.stderr.strip().startswith(message) and "\n" not in out.stderr.strip()
