@@ -21,6 +21,7 @@ BENCH = [
     "pandas<3",  # rliable's arch does not import under pandas 3
     "scipy>=1.10",  # Student-t intervals in the report
 ]
+WANDB = ["wandb>=0.17"]  # optional logging to Weights & Biases (--wandb_project)
 DEV = ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5"]
 
 setup(
@@ -38,7 +39,8 @@ setup(
     extras_require={
         "train": TRAIN,  # the program: experiments/run.py and qsm_jax.train
         "bench": TRAIN + BENCH,  # the learning benchmark and its report
-        "dev": TRAIN + BENCH + DEV,
+        "wandb": WANDB,
+        "dev": TRAIN + BENCH + WANDB + DEV,
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -17,12 +17,18 @@ _GL_DEFAULTED = "MUJOCO_GL" not in os.environ
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 from qsm_jax import cli  # noqa: E402
+from qsm_jax.metrics import WandbOutput  # noqa: E402
 from qsm_jax.train import Interrupted, train_and_evaluate  # noqa: E402
 
 FLAGS = flags.FLAGS
 cli.define_flags(FLAGS)  # one flag per RunConfig and agent-config field (names, defaults, help)
 flags.DEFINE_string("workdir", "", "Output folder; default runs/<algo>_<env>_seed<seed>.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string(
+    "wandb_project",
+    "",
+    "Also log to this Weights & Biases project (needs the [wandb] extra; WANDB_MODE=offline works).",
+)
 flags.DEFINE_bool("print_config", False, "Print the resolved run settings as JSON and exit without training.")
 
 
@@ -40,7 +46,8 @@ def main(argv):
             return
         seeds = f"{config.seed}" if config.num_seeds == 1 else f"{config.seed}-{config.seed + config.num_seeds - 1}"
         workdir = FLAGS.workdir or os.path.join("runs", f"{config.algo}_{config.env}_seed{seeds}")
-        result = train_and_evaluate(config, workdir, progress=FLAGS.progress)
+        extra = [WandbOutput(FLAGS.wandb_project, workdir, config.to_dict())] if FLAGS.wandb_project else []
+        result = train_and_evaluate(config, workdir, progress=FLAGS.progress, extra_outputs=extra)
     except ValueError as e:
         sys.exit(f"run.py: error: {e}")
     except Interrupted as e:

@@ -1,25 +1,74 @@
-"""Run outputs: JSONL metrics (always), TensorBoard events and the learning-curve PNG."""
+"""A run's outputs behind one interface (``Output``): the JSONL metrics file (always), TensorBoard,
+the learning-curve PNG, the progress bar, evaluation videos, and Weights & Biases (optional).
+
+The training loop talks to one ``Outputs`` object, which hands every event to each output:
+
+- ``row(step, kind, values)``: a metrics row (``kind`` = train, episode, eval or video);
+- ``evaluated(step, history, frames)``: an evaluation finished (``history``: every eval row so far;
+  ``frames``: the RGB frames of its first episode when a video is due, else None);
+- ``advanced(env_steps)``: the loop moved on;
+- ``close()``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
 
 
-class MetricsWriter:
-    """Writes rows ``{"step", "kind", ...}`` to ``metrics.jsonl`` and to TensorBoard.
+class Output:
+    """One destination of a run's outputs; each event is a no-op unless overridden."""
+
+    def row(self, step: int, kind: str, values: dict[str, float]) -> None:
+        pass
+
+    def evaluated(self, step: int, history: list[dict], frames: list | None) -> None:
+        pass
+
+    def advanced(self, env_steps: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Outputs(Output):
+    """Hands every event to each of ``outputs``, in order; ``close`` closes them all."""
+
+    def __init__(self, outputs: Sequence[Output]):
+        self.outputs = list(outputs)
+
+    def row(self, step, kind, values):
+        values = {k: v if isinstance(v, int) else float(v) for k, v in values.items()}
+        for out in self.outputs:
+            out.row(int(step), kind, values)
+
+    def evaluated(self, step, history, frames):
+        for out in self.outputs:
+            out.evaluated(step, history, frames)
+
+    def advanced(self, env_steps):
+        for out in self.outputs:
+            out.advanced(env_steps)
+
+    def close(self):
+        for out in self.outputs:
+            out.close()
+
+
+class JsonlOutput(Output):
+    """Rows ``{"step", "kind", ...}`` appended to ``workdir/metrics.jsonl``, flushed at once.
 
     On resume from env step ``resume_step``, rows after it (written after the checkpoint by a
-    killed run) are dropped from the JSONL file and TensorBoard is told to purge them, so no
-    row is duplicated.
-    """
+    killed run) are dropped, so no row is duplicated."""
 
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
@@ -28,19 +77,123 @@ class MetricsWriter:
                 rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
             with open(self.path, "w") as f:
                 f.writelines(rows)
-        self.file = open(self.path, "a")  # noqa: SIM115
+        self.file = open(self.path, "a")  # noqa: SIM115 (closed by close())
+
+    def row(self, step, kind, values):
+        self.file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+class TensorBoardOutput(Output):
+    """Scalars ``<kind>/<name>`` and 4 frames of each evaluation video under ``workdir/tensorboard``;
+    on resume, events after ``resume_step`` are purged."""
+
+    def __init__(self, workdir: str, resume_step: int = 0):
+        from tensorboardX import SummaryWriter
+
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
-    def write(self, step: int, kind: str, values: dict[str, float]) -> None:
-        values = {k: v if isinstance(v, int) else float(v) for k, v in values.items()}
-        self.file.write(json.dumps({"step": int(step), "kind": kind, **values}) + "\n")
-        self.file.flush()
+    def row(self, step, kind, values):
         for name, value in values.items():
             self.tb.add_scalar(f"{kind}/{name}", value, step)
 
-    def close(self) -> None:
-        self.file.close()
+    def evaluated(self, step, history, frames):
+        if frames:
+            picks = np.linspace(0, len(frames) - 1, 4).astype(int)
+            self.tb.add_images("eval/video_frames", np.stack([frames[i] for i in picks]), step, dataformats="NHWC")
+
+    def close(self):
         self.tb.close()
+
+
+class CurveOutput(Output):
+    """``workdir/learning_curve.png``, redrawn after each evaluation."""
+
+    def __init__(self, workdir: str, title: str):
+        self.path, self.title = os.path.join(workdir, "learning_curve.png"), title
+
+    def evaluated(self, step, history, frames):
+        plot_learning_curve(history, self.path, self.title)
+
+
+class VideoOutput(Output):
+    """``workdir/videos/<step>.mp4`` (H.264 through imageio-ffmpeg) of each filmed evaluation episode."""
+
+    def __init__(self, workdir: str, fps: int = 30):
+        self.folder, self.fps = os.path.join(workdir, "videos"), fps
+
+    def evaluated(self, step, history, frames):
+        if not frames:
+            return
+        import imageio.v2 as imageio
+
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"{step}.mp4")
+        imageio.mimwrite(path + ".tmp.mp4", frames, fps=self.fps, codec="libx264", macro_block_size=1)
+        os.replace(path + ".tmp.mp4", path)
+
+
+class ProgressOutput(Output):
+    """A tqdm progress bar over env steps, showing the last evaluation's mean return."""
+
+    def __init__(self, total: int, initial: int, history: list[dict], enabled: bool = True):
+        import tqdm
+
+        self.bar = tqdm.tqdm(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True)
+        if history:
+            self.evaluated(initial, history, None)
+
+    def evaluated(self, step, history, frames):
+        last = [h["return_mean"] for h in history if h["step"] == history[-1]["step"]]
+        self.bar.set_postfix(eval_return=f"{np.mean(last):.1f}")
+
+    def advanced(self, env_steps):
+        self.bar.update(env_steps)
+
+    def close(self):
+        self.bar.close()
+
+
+class WandbOutput(Output):
+    """Weights & Biases (optional: ``pip install -e ".[wandb]"``): every row as ``<kind>/<name>``
+    against ``env_step``, with the run's config. The W&B run starts at the first row (a run that
+    fails to start makes none) and its id is derived from the workdir, so a resumed run continues
+    the same W&B run. ``WANDB_MODE=offline`` logs to ``workdir/wandb`` without an account."""
+
+    def __init__(self, project: str, workdir: str, config: dict[str, Any]):
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError('--wandb_project needs the wandb package: pip install -e ".[wandb]"') from None
+        self.wandb, self.project, self.workdir, self.config = wandb, project, workdir, config
+        self.run, self.summary = None, {}
+
+    def _start(self) -> None:
+        import hashlib
+
+        self.run = self.wandb.init(
+            project=self.project,
+            id=hashlib.sha256(os.path.abspath(self.workdir).encode()).hexdigest()[:16],
+            resume="allow",
+            dir=self.workdir,
+            config=self.config,
+            name=os.path.basename(os.path.normpath(self.workdir)),
+        )
+        self.run.define_metric("env_step")
+        self.run.define_metric("*", step_metric="env_step")
+
+    def row(self, step, kind, values):
+        if self.run is None:
+            self._start()
+        self.run.log({"env_step": step, **{f"{kind}/{name}": value for name, value in values.items()}})
+
+    def close(self):
+        if self.run is not None:
+            self.summary = dict(self.run.summary)  # the last value of each metric, kept for inspection
+            self.run.finish()
 
 
 def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -9,19 +10,27 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from qsm_jax import fused
 from qsm_jax.algorithms import ALGORITHMS, algorithm_of, get_algorithm
 from qsm_jax.checkpoint import RunCheckpointer
 from qsm_jax.config import QSMConfig
 from qsm_jax.envs import EnvPool, env_dims, make_env
-from qsm_jax.metrics import MetricsWriter, plot_learning_curve
+from qsm_jax.metrics import (
+    CurveOutput,
+    JsonlOutput,
+    Output,
+    Outputs,
+    ProgressOutput,
+    TensorBoardOutput,
+    VideoOutput,
+)
 from qsm_jax.replay import ReplayBuffer, replay_init
 from qsm_jax.types import Batch
 
@@ -171,20 +180,6 @@ def _check_rendering(env, env_id: str) -> None:
             f"--video_interval needs offscreen rendering of {env_id}, which failed ({reason}); install EGL "
             "(e.g. apt install libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
         ) from None
-
-
-def _write_video(workdir: str, step: int, frames: list, writer: MetricsWriter, fps: int = 30) -> str:
-    """Writes ``workdir/videos/<step>.mp4`` (H.264 through imageio-ffmpeg) and 4 of its frames to
-    TensorBoard (``eval/video_frames``)."""
-    import imageio.v2 as imageio
-
-    os.makedirs(os.path.join(workdir, "videos"), exist_ok=True)
-    path = os.path.join(workdir, "videos", f"{step}.mp4")
-    imageio.mimwrite(path + ".tmp.mp4", frames, fps=fps, codec="libx264", macro_block_size=1)
-    os.replace(path + ".tmp.mp4", path)
-    picks = np.linspace(0, len(frames) - 1, 4).astype(int)
-    writer.tb.add_images("eval/video_frames", np.stack([frames[i] for i in picks]), step, dataformats="NHWC")
-    return path
 
 
 class Interrupted(Exception):
@@ -386,216 +381,276 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[Any, ReplayBuffe
     return states, _buffer_from_host(arrays, meta, empty), meta
 
 
-def train_and_evaluate(config: RunConfig, workdir: str, progress: bool = True) -> dict[str, Any]:
-    """Trains ``config.algo`` (QSM by default) on ``config.env``, writes everything to ``workdir``, resumes.
+@dataclasses.dataclass
+class Run:
+    """A training run in progress: its settings, resources and everything the loop changes.
 
-    Each env step is one compiled call (``fused.act_and_learn_seeds``): it stores the new
-    transitions in the device-resident replay buffers, runs ``utd`` updates per transition and
-    returns the next actions, for all ``num_seeds`` agents at once.
-
-    Outputs: ``config.json`` (the run's settings), ``metrics.jsonl`` (train, episode and eval rows,
-    each with its ``seed``), ``tensorboard/``, ``learning_curve.png`` (at each evaluation) and
-    ``checkpoints/``.
-
-    Resume: the latest checkpoint holds the train states, the replay buffers with their pointer,
-    the env-step and segment counters and the evaluation history; every other random draw is
-    derived from (seed, step), so a resumed run is identical to an uninterrupted one. To make that
-    hold, the training episodes in progress end at each checkpoint as time-limit truncations
-    (bootstrapped, never treated as terminations) and new ones start.
-
-    Returns:
-      ``{"step", "return_mean", "return_std"}`` of the final evaluation (means over seeds),
-      ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row:
-      ``step``, ``seed``, ``return_mean``, ``return_std``, every episode's return, ``returns``, and
-      ``wall_share``, the share of evaluation action dimensions at the walls, ``|a| > WALL``).
+    Attributes:
+      config, workdir: what runs, and where its files go.
+      pool, eval_envs: the training envs (``num_seeds * num_envs``) and the evaluation envs
+        (``num_seeds * eval_episodes``).
+      checkpointer, outputs: checkpoints; metrics rows, TensorBoard, plots, progress, videos.
+      states, buffers, loop_keys: K stacked agents, their replay buffers and loop keys (K, 2).
+      obs, actions: the observations being acted on, (K, N, S), and the actions chosen, (K, N, A).
+      env_step, segment: env steps per agent so far; episodes-restart counter (reset seeds).
+      history: every evaluation row so far.
+      saves_env_state: checkpoints hold the envs' state (else each one ends the episodes).
+      last_save_time: wall-clock time of the last checkpoint.
     """
+
+    config: RunConfig
+    workdir: str
+    pool: EnvPool
+    eval_envs: list
+    checkpointer: RunCheckpointer
+    outputs: Outputs
+    states: Any
+    buffers: ReplayBuffer
+    loop_keys: jax.Array
+    obs: Any = None
+    actions: Any = None
+    env_step: int = 0
+    segment: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    saves_env_state: bool = False
+    last_save_time: float = 0.0
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.config.seed + k for k in range(self.config.num_seeds)]
+
+    @property
+    def learning(self) -> bool:
+        return self.env_step >= self.config.start_steps
+
+
+def _open_run(config: RunConfig, workdir: str, stack: contextlib.ExitStack, progress: bool, extra_outputs) -> Run:
+    """Checks ``workdir`` against ``config``, opens the envs, restores the newest intact checkpoint
+    (if any) and opens the outputs; every resource opened is closed by ``stack``."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir!r} is a file, not a folder; pass a folder path")
     os.makedirs(workdir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
         _check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
-    num_seeds, num_envs = config.num_seeds, config.num_envs
-    seeds = [config.seed + k for k in range(num_seeds)]
-    pool = EnvPool(config.env, num_seeds * num_envs)
+    pool = EnvPool(config.env, config.num_seeds * config.num_envs)
+    stack.callback(pool.close)
     with open(config_path, "w") as f:
         json.dump(config.to_dict(), f, indent=2)
-    eval_envs = [
-        make_env(config.env, render=i == 0 and config.video_interval > 0)
-        for i in range(num_seeds * config.eval_episodes)
-    ]
+    eval_envs = []
+    stack.callback(lambda: [e.close() for e in eval_envs])
+    for i in range(config.num_seeds * config.eval_episodes):
+        eval_envs.append(make_env(config.env, render=i == 0 and config.video_interval > 0))
     if config.video_interval > 0:
         _check_rendering(eval_envs[0], config.env)
     obs_dim, action_dim = env_dims(eval_envs[0])
 
-    sharding = seed_sharding(num_seeds)
     states, loop_keys = init_agents(config, obs_dim, action_dim)
-    empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=num_seeds)
-    buffers = empty
+    empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
-    env_step, segment, history = 0, 0, []
-    try:
-        restored = checkpointer.restore_newest_intact(
-            states,
-            empty,
-            check_meta=lambda meta, step: _check_same_experiment(
-                meta["config"], config.to_dict(), f"checkpoint {step}"
-            ),
-        )
-    except ValueError:
-        checkpointer.close()  # an open manager would print asyncio tracebacks at interpreter exit
-        pool.close()
-        raise
+    stack.callback(checkpointer.close)  # an open manager would print asyncio tracebacks at exit
+    restored = checkpointer.restore_newest_intact(
+        states,
+        empty,
+        check_meta=lambda meta, step: _check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
+    )
+    buffers, meta = empty, {}
     if restored is not None:
         _, states, arrays, meta = restored
         buffers = _buffer_from_host(arrays, meta, empty)
-        env_step, segment, history = meta["env_step"], meta["segment"], meta["history"]
-    else:
-        meta = {}
-    del empty
-    states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), sharding)
-    writer = MetricsWriter(workdir, resume_step=env_step)
-    plot_path = os.path.join(workdir, "learning_curve.png")
-
-    def run_evaluation() -> None:
-        index = len({h["step"] for h in history})
-        eval_seeds = np.array([[_seed_int(s, 1, index, i) for i in range(config.eval_episodes)] for s in seeds])
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(loop_keys, env_step)
-        frames = [] if config.video_interval > 0 and env_step % config.video_interval == 0 else None
-        returns, wall_share = evaluate(states, eval_envs, eval_seeds, keys, frames)
-        if frames:
-            _write_video(workdir, env_step, frames, writer)
-            writer.write(env_step, "video", {"seed": seeds[0], "frames": len(frames)})
-        for k, s in enumerate(seeds):
-            row = {
-                "step": env_step,
-                "seed": s,
-                "return_mean": float(returns[k].mean()),
-                "return_std": float(returns[k].std()),
-                "returns": [float(r) for r in returns[k]],
-                "wall_share": float(wall_share[k]),
-            }
-            history.append(row)
-            writer.write(env_step, "eval", {k2: v for k2, v in row.items() if k2 not in ("step", "returns")})
-        plot_learning_curve(history, plot_path, f"{config.algo.upper()} on {config.env}")
-
-    def start_segment():
-        reset_seeds = [_seed_int(s, 0, segment, i) for s in seeds for i in range(num_envs)]
-        obs = pool.reset(reset_seeds).reshape(num_seeds, num_envs, obs_dim)
-        actions = fused.act_seeds(
-            states, obs, loop_keys, np.int32(env_step), learn=env_step >= config.start_steps, explore=True
-        )
-        return obs, actions
-
+    states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), seed_sharding(config.num_seeds))
+    env_step, history = meta.get("env_step", 0), meta.get("history", [])
+    outputs = Outputs(
+        [
+            JsonlOutput(workdir, resume_step=env_step),
+            TensorBoardOutput(workdir, resume_step=env_step),
+            CurveOutput(workdir, f"{config.algo.upper()} on {config.env}"),
+            VideoOutput(workdir),
+            ProgressOutput(config.max_steps, env_step, history, enabled=progress),
+            *extra_outputs,
+        ]
+    )
+    stack.callback(outputs.close)
+    run = Run(config, workdir, pool, eval_envs, checkpointer, outputs, states, buffers, loop_keys)
+    run.env_step, run.segment, run.history = env_step, meta.get("segment", 0), history
     if meta.get("env_state") is not None:  # the checkpoint came mid-episode: continue the episodes
         pool.set_state(meta["env_state"])
-        obs = np.asarray(meta["obs"], np.float32).reshape(num_seeds, num_envs, obs_dim)
-        actions = jnp.asarray(np.asarray(meta["actions"], np.float32).reshape(num_seeds, num_envs, action_dim))
+        run.obs = np.asarray(meta["obs"], np.float32).reshape(config.num_seeds, config.num_envs, obs_dim)
+        run.actions = jnp.asarray(
+            np.asarray(meta["actions"], np.float32).reshape(config.num_seeds, config.num_envs, action_dim)
+        )
     else:
-        obs, actions = start_segment()
-    saves_env_state = config.checkpoint_env_state and pool.get_state() is not None
-    if config.checkpoint_env_state and not saves_env_state:
+        _start_segment(run)
+    run.saves_env_state = config.checkpoint_env_state and pool.get_state() is not None  # once the envs are reset
+    if config.checkpoint_env_state and not run.saves_env_state:
         print(
             f"note: the state of {config.env} cannot be saved, so each checkpoint ends the episodes in progress "
             "(as time-limit truncations) and comes only every --checkpoint_interval env steps",
             file=sys.stderr,
         )
-    interrupted = []
-    handlers = _install_signal_handlers(interrupted)
-    last_save_time = time.time()
+    run.last_save_time = time.time()
+    return run
 
-    def save_checkpoint():
-        nonlocal segment, obs, actions, last_save_time
-        if learn and not bool(_all_finite(states)):  # never save a diverged state
-            raise ValueError(_divergence_message(env_step, "a parameter", config, checkpointer.latest_step()))
-        meta = {"env_step": env_step, "segment": segment, "history": history, "config": config.to_dict()}
-        if saves_env_state:
-            meta.update(
-                env_state=pool.get_state(),
-                obs=np.asarray(obs).ravel().tolist(),
-                actions=np.asarray(actions).ravel().tolist(),
-            )
-            checkpointer.save(env_step, states, buffers, meta)
-        else:
-            meta["segment"] = segment = segment + 1
-            checkpointer.save(env_step, states, buffers, meta)
-            obs, actions = start_segment()
-        last_save_time = time.time()
 
-    bar = tqdm.tqdm(total=config.max_steps, initial=env_step, unit="step", disable=not progress, dynamic_ncols=True)
+def _start_segment(run: Run) -> None:
+    """Resets the training envs (seeds from the run seed and ``segment``) and picks the first actions."""
+    c = run.config
+    reset_seeds = [_seed_int(s, 0, run.segment, i) for s in run.seeds for i in range(c.num_envs)]
+    run.obs = run.pool.reset(reset_seeds).reshape(c.num_seeds, c.num_envs, -1)
+    run.actions = fused.act_seeds(
+        run.states, run.obs, run.loop_keys, np.int32(run.env_step), learn=run.learning, explore=True
+    )
 
-    def show_last_eval():
-        last = [h["return_mean"] for h in history if h["step"] == history[-1]["step"]]
-        bar.set_postfix(eval_return=f"{np.mean(last):.1f}")
 
-    if history:
-        show_last_eval()
-    last_log_time, last_log_step = time.time(), env_step
-    try:
-        while env_step < config.max_steps:
-            flat_actions = np.asarray(actions).reshape(num_seeds * num_envs, action_dim)
-            transitions, next_obs, finished = pool.step(obs.reshape(num_seeds * num_envs, obs_dim), flat_actions)
-            env_step += num_envs
-            learn = env_step >= config.start_steps
-            obs = next_obs.reshape(num_seeds, num_envs, obs_dim)
-            states, buffers, actions, metrics = fused.act_and_learn_seeds(
-                states,
-                buffers,
-                jax.tree.map(lambda x: x.reshape(num_seeds, num_envs, *x.shape[1:]), transitions),
-                obs,
-                loop_keys,
-                np.int32(env_step),
-                utd=config.utd,
-                batch_size=config.batch_size,
-                learn=learn,
-            )
-            for i, episode_return, length in finished:
-                writer.write(
-                    env_step, "episode", {"seed": seeds[i // num_envs], "return": episode_return, "length": length}
-                )
-            if env_step % config.log_interval == 0 and metrics:
-                now = time.time()
-                sps = (env_step - last_log_step) / max(now - last_log_time, 1e-9)
-                last_log_time, last_log_step = now, env_step
-                host = jax.device_get(metrics)
-                _check_finite_metrics(host, seeds, env_step, config, checkpointer.latest_step())
-                for k, s in enumerate(seeds):
-                    writer.write(
-                        env_step, "train", {"seed": s, **{n: v[k] for n, v in host.items()}, "env_steps_per_s": sps}
-                    )
-            if env_step % config.eval_interval == 0 or env_step == config.max_steps:
-                run_evaluation()
-                show_last_eval()
-            due = env_step % config.checkpoint_interval == 0 or env_step == config.max_steps
-            minutes = config.checkpoint_every_minutes
-            due = due or (saves_env_state and minutes > 0 and time.time() - last_save_time >= 60 * minutes)
-            if due or (interrupted and saves_env_state):
-                save_checkpoint()
-            bar.update(num_envs)
-            if interrupted:
-                saved = saves_env_state or due
-                raise Interrupted(env_step, checkpointer.latest_step(), saved)
-    except (ValueError, Interrupted):  # divergence or a signal: close everything, exit with one line
-        bar.close()
-        writer.close()
-        checkpointer.close()
-        pool.close()
-        raise
-    finally:
-        _restore_signal_handlers(handlers)
-    bar.close()
-    if not history or history[-1]["step"] != env_step:
-        run_evaluation()
-    writer.close()
-    checkpointer.close()
-    pool.close()
-    for e in eval_envs:
-        e.close()
-    final = [h for h in history if h["step"] == env_step]
+def _step(run: Run) -> dict:
+    """One env step of every env, then one compiled call: store, ``utd`` updates each, next actions.
+    Writes a row per finished episode; returns the updates' metrics (empty during warm-up)."""
+    c = run.config
+    flat_actions = np.asarray(run.actions).reshape(c.num_seeds * c.num_envs, -1)
+    transitions, next_obs, finished = run.pool.step(run.obs.reshape(c.num_seeds * c.num_envs, -1), flat_actions)
+    run.env_step += c.num_envs
+    run.obs = next_obs.reshape(c.num_seeds, c.num_envs, -1)
+    run.states, run.buffers, run.actions, metrics = fused.act_and_learn_seeds(
+        run.states,
+        run.buffers,
+        jax.tree.map(lambda x: x.reshape(c.num_seeds, c.num_envs, *x.shape[1:]), transitions),
+        run.obs,
+        run.loop_keys,
+        np.int32(run.env_step),
+        utd=c.utd,
+        batch_size=c.batch_size,
+        learn=run.learning,
+    )
+    for i, episode_return, length in finished:
+        run.outputs.row(
+            run.env_step, "episode", {"seed": run.seeds[i // c.num_envs], "return": episode_return, "length": length}
+        )
+    return metrics
+
+
+def _log_training(run: Run, metrics: dict, env_steps_per_s: float) -> None:
+    """One train row per seed; stops the run (one line) if a metric is not finite."""
+    host = jax.device_get(metrics)
+    _check_finite_metrics(host, run.seeds, run.env_step, run.config, run.checkpointer.latest_step())
+    for k, s in enumerate(run.seeds):
+        values = {"seed": s, **{n: v[k] for n, v in host.items()}, "env_steps_per_s": env_steps_per_s}
+        run.outputs.row(run.env_step, "train", values)
+
+
+def _evaluate(run: Run) -> None:
+    """``eval_episodes`` episodes per agent on seeds derived from the evaluation's index; eval rows,
+    the curve, and the video of the first episode when one is due."""
+    c = run.config
+    index = len({h["step"] for h in run.history})
+    eval_seeds = np.array([[_seed_int(s, 1, index, i) for i in range(c.eval_episodes)] for s in run.seeds])
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(run.loop_keys, run.env_step)
+    frames = [] if c.video_interval > 0 and run.env_step % c.video_interval == 0 else None
+    returns, wall_share = evaluate(run.states, run.eval_envs, eval_seeds, keys, frames)
+    if frames:
+        run.outputs.row(run.env_step, "video", {"seed": run.seeds[0], "frames": len(frames)})
+    for k, s in enumerate(run.seeds):
+        row = {
+            "step": run.env_step,
+            "seed": s,
+            "return_mean": float(returns[k].mean()),
+            "return_std": float(returns[k].std()),
+            "returns": [float(r) for r in returns[k]],
+            "wall_share": float(wall_share[k]),
+        }
+        run.history.append(row)
+        run.outputs.row(run.env_step, "eval", {n: v for n, v in row.items() if n not in ("step", "returns")})
+    run.outputs.evaluated(run.env_step, run.history, frames)
+
+
+def _checkpoint(run: Run) -> None:
+    """Saves states, buffers, counters and history (and the envs' state, or ends the episodes)."""
+    if run.learning and not bool(_all_finite(run.states)):  # never save a diverged state
+        latest = run.checkpointer.latest_step()
+        raise ValueError(_divergence_message(run.env_step, "a parameter", run.config, latest))
+    meta = {"env_step": run.env_step, "segment": run.segment, "history": run.history, "config": run.config.to_dict()}
+    if run.saves_env_state:
+        meta.update(
+            env_state=run.pool.get_state(),
+            obs=np.asarray(run.obs).ravel().tolist(),
+            actions=np.asarray(run.actions).ravel().tolist(),
+        )
+        run.checkpointer.save(run.env_step, run.states, run.buffers, meta)
+    else:
+        run.segment += 1
+        meta["segment"] = run.segment
+        run.checkpointer.save(run.env_step, run.states, run.buffers, meta)
+        _start_segment(run)
+    run.last_save_time = time.time()
+
+
+def _checkpoint_due(run: Run) -> bool:
+    c = run.config
+    due = run.env_step % c.checkpoint_interval == 0 or run.env_step == c.max_steps
+    minutes = c.checkpoint_every_minutes
+    return due or (run.saves_env_state and minutes > 0 and time.time() - run.last_save_time >= 60 * minutes)
+
+
+def _result(run: Run) -> dict[str, Any]:
+    final = [h for h in run.history if h["step"] == run.env_step]
     return {
-        "step": env_step,
+        "step": run.env_step,
         "return_mean": float(np.mean([h["return_mean"] for h in final])),
         "return_std": float(np.mean([h["return_std"] for h in final])),
         "per_seed": final,
-        "history": history,
+        "history": run.history,
     }
+
+
+def train_and_evaluate(
+    config: RunConfig, workdir: str, progress: bool = True, extra_outputs: Sequence[Output] = ()
+) -> dict[str, Any]:
+    """Trains ``config.algo`` (QSM by default) on ``config.env``, writes everything to ``workdir``, resumes.
+
+    Each env step is one compiled call (``fused.act_and_learn_seeds``): it stores the new
+    transitions in the device-resident replay buffers, runs ``utd`` updates per transition and
+    returns the next actions, for all ``num_seeds`` agents at once.
+
+    Outputs: ``config.json`` (the run's settings), ``metrics.jsonl`` (train, episode, eval and
+    video rows, each with its ``seed``), ``tensorboard/``, ``learning_curve.png`` (at each
+    evaluation), ``videos/`` (with ``video_interval``), ``checkpoints/``, and ``extra_outputs``
+    (e.g. ``metrics.WandbOutput``).
+
+    Resume: the latest checkpoint holds the train states, the replay buffers with their pointer,
+    the env-step and segment counters and the evaluation history; every other random draw is
+    derived from (seed, step), so a resumed run is identical to an uninterrupted one. Checkpoints
+    hold the envs' state where it can be saved (``checkpoint_env_state``); elsewhere the training
+    episodes in progress end at each checkpoint as time-limit truncations (bootstrapped, never
+    treated as terminations) and new ones start.
+
+    Returns:
+      ``{"step", "return_mean", "return_std"}`` of the final evaluation (means over seeds),
+      ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row:
+      ``step``, ``seed``, ``return_mean``, ``return_std``, every episode's return, ``returns``, and
+      ``wall_share``, the share of evaluation action dimensions at the walls, ``|a| > WALL``).
+    Raises:
+      ValueError: a bad setting or workdir, or divergence (one line; the last checkpoint is intact).
+      Interrupted: SIGINT or SIGTERM (it says whether a checkpoint was saved).
+    """
+    c = config
+    with contextlib.ExitStack() as stack:
+        run = _open_run(c, workdir, stack, progress, extra_outputs)
+        interrupted: list = []
+        stack.callback(_restore_signal_handlers, _install_signal_handlers(interrupted))
+        last_log_time, last_log_step = time.time(), run.env_step
+        while run.env_step < c.max_steps:
+            metrics = _step(run)
+            if run.env_step % c.log_interval == 0 and metrics:
+                now = time.time()
+                _log_training(run, metrics, (run.env_step - last_log_step) / max(now - last_log_time, 1e-9))
+                last_log_time, last_log_step = now, run.env_step
+            if run.env_step % c.eval_interval == 0 or run.env_step == c.max_steps:
+                _evaluate(run)
+            due = _checkpoint_due(run)
+            if due or (interrupted and run.saves_env_state):
+                _checkpoint(run)
+            run.outputs.advanced(c.num_envs)
+            if interrupted:
+                raise Interrupted(run.env_step, run.checkpointer.latest_step(), run.saves_env_state or due)
+        if not run.history or run.history[-1]["step"] != run.env_step:
+            _evaluate(run)
+        return _result(run)
