@@ -37,7 +37,7 @@ setup(
     # The core (losses, sampler, networks, train_step, the baselines' learners) needs only these.
     install_requires=CORE,
     extras_require={
-        "train": TRAIN,  # the program: experiments/run.py and qsm_jax.train
+        "train": TRAIN,  # the program: experiments/run.py and qsm_jax.program.train
         "bench": TRAIN + BENCH,  # the learning benchmark and its report
         "wandb": WANDB,
         "dev": TRAIN + BENCH + WANDB + DEV,

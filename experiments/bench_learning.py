@@ -1,4 +1,4 @@
-"""Learning benchmark in units: list, run and report named suites (`qsm_jax.benchmark.SUITES`).
+"""Learning benchmark in units: list, run and report named suites (`harness.benchmark.SUITES`).
 
     python experiments/bench_learning.py --list                         # the evidence queue, in order
     python experiments/bench_learning.py                                # run it (make bench)
@@ -31,12 +31,12 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 from absl import app, flags, logging  # noqa: E402
 
-from qsm_jax import benchmark  # noqa: E402
-from qsm_jax.train import Interrupted  # noqa: E402
+from harness import benchmark  # noqa: E402
+from qsm_jax.program.train import Interrupted  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
-    "suite", [benchmark.QUEUE_NAME], "Suite name(s) from qsm_jax.benchmark.SUITES, or 'queue': the evidence queue."
+    "suite", [benchmark.QUEUE_NAME], "Suite name(s) from harness.benchmark.SUITES, or 'queue': the evidence queue."
 )
 flags.DEFINE_string(
     "pin", "HEAD", "Run units from a worktree of this commit (default HEAD); '' = this checkout as it is."
@@ -247,7 +247,7 @@ def main(argv):
                 print(f"skipped  {key}: already in {FLAGS.units_dir}")
             return
         if FLAGS.report:
-            from qsm_jax import report
+            from harness import report
 
             path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite, FLAGS.readme or None)
             print(f"report written to {path}")

@@ -35,12 +35,13 @@ from absl import app, flags  # noqa: E402
 from flax.training.train_state import TrainState  # noqa: E402
 
 import qsm_jax  # noqa: E402
-from qsm_jax import diffusion, fused  # noqa: E402
+from qsm_jax import diffusion
 from qsm_jax.algorithms import ALGORITHMS  # noqa: E402
-from qsm_jax.envs import EnvPool, env_dims, make_env  # noqa: E402
 from qsm_jax.networks import MLP, FourierFeatures  # noqa: E402
-from qsm_jax.replay import replay_add, replay_init  # noqa: E402
-from qsm_jax.train import RunConfig, init_agents, seed_sharding  # noqa: E402
+from qsm_jax.program import fused  # noqa: E402
+from qsm_jax.program.envs import EnvPool, env_dims, make_env  # noqa: E402
+from qsm_jax.program.replay import replay_add, replay_init  # noqa: E402
+from qsm_jax.program.train import RunConfig, init_agents, seed_sharding  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "results/speed.md", "Markdown report (a .json with the raw numbers goes beside it).")

@@ -20,8 +20,8 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qsm_jax.envs import make_env  # noqa: E402
-from qsm_jax.train import WALL, RunConfig, evaluate, restore_run  # noqa: E402
+from qsm_jax.program.envs import make_env  # noqa: E402
+from qsm_jax.program.train import WALL, RunConfig, evaluate, restore_run  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A run folder (holding config.json and checkpoints/).")

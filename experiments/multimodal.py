@@ -2,7 +2,7 @@
 
     python experiments/multimodal.py     # writes results/multimodal.png and results/multimodal.md
 
-Trains each agent through its public train_step on `qsm_jax.bandit` (reward in [0, 1], four
+Trains each agent through its public train_step on `harness.bandit` (reward in [0, 1], four
 Gaussian peaks of height 1) and plots 4096 samples of each policy over the reward landscape:
 QSM and SAC at their reference settings, then at settings matched to this reward scale.
 """
@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from harness.bandit import PEAKS, reward, train_on_bandit  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
-from qsm_jax.bandit import PEAKS, reward, train_on_bandit  # noqa: E402
 from qsm_jax.baselines.dql import DQLConfig  # noqa: E402
 from qsm_jax.baselines.sac import SACConfig  # noqa: E402
 

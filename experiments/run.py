@@ -1,7 +1,7 @@
 """Train QSM on a gymnasium task: `python experiments/run.py --env=Walker2d-v4`.
 
-Flags set `qsm_jax.train.RunConfig` and the algorithm's config (`qsm_jax.QSMConfig` for QSM); they
-are generated from those dataclasses (`qsm_jax/cli.py`); defaults are the reference settings.
+Flags set `qsm_jax.program.train.RunConfig` and the algorithm's config (`qsm_jax.QSMConfig` for QSM); they
+are generated from those dataclasses (`qsm_jax/program/cli.py`); defaults are the reference settings.
 Named configurations are absl flagfiles: `--flagfile=configs/qsm_mirror.flags` (any flag after it
 overrides it); `--print_config` shows the resolved settings without training.
 Re-running the same command on the same --workdir resumes from its last checkpoint.
@@ -16,9 +16,9 @@ from absl import app, flags, logging
 _GL_DEFAULTED = "MUJOCO_GL" not in os.environ
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-from qsm_jax import cli  # noqa: E402
-from qsm_jax.metrics import WandbOutput  # noqa: E402
-from qsm_jax.train import Interrupted, train_and_evaluate  # noqa: E402
+from qsm_jax.program import cli  # noqa: E402
+from qsm_jax.program.metrics import WandbOutput  # noqa: E402
+from qsm_jax.program.train import Interrupted, train_and_evaluate  # noqa: E402
 
 FLAGS = flags.FLAGS
 cli.define_flags(FLAGS)  # one flag per RunConfig and agent-config field (names, defaults, help)

@@ -1,5 +1,8 @@
 import os
+import sys
 
+# The benchmark harness lives in experiments/harness (it is not installed with the library).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 os.environ.setdefault("MUJOCO_GL", "disable")
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from harness.bandit import train_on_bandit
 from qsm_jax import QSMConfig
 from qsm_jax.algorithms import ALGORITHMS
-from qsm_jax.bandit import train_on_bandit
 from qsm_jax.baselines import sac, td3
 from qsm_jax.types import Batch
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from qsm_jax import benchmark, report
-from qsm_jax.train import train_and_evaluate
+from harness import benchmark, report
+from qsm_jax.program.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16), "time_features": 8, "time_hidden_dims": (16,)}

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from qsm_jax import benchmark
-from qsm_jax.train import RunConfig
+from harness import benchmark
+from qsm_jax.program.train import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,8 +46,8 @@ def test_every_config_field_has_a_generated_flag_with_help():
 
     from absl import flags
 
-    from qsm_jax import cli
     from qsm_jax.algorithms import ALGORITHMS
+    from qsm_jax.program import cli
 
     values = flags.FlagValues()
     cli.define_flags(values, module="run.py")

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from qsm_jax import benchmark
+from harness import benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMIT = "c" * 40

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from qsm_jax.envs import EnvPool, env_dims, make_env
-from qsm_jax.train import restore_run, train_and_evaluate
+from qsm_jax.program.envs import EnvPool, env_dims, make_env
+from qsm_jax.program.train import restore_run, train_and_evaluate
 
 from .test_train import _run_py, _tiny
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 import qsm_jax
-from qsm_jax import fused
 from qsm_jax.algorithms import algorithm_of, get_algorithm
 from qsm_jax.baselines.dql import DQLConfig
-from qsm_jax.envs import EnvPool
-from qsm_jax.replay import replay_add, replay_init, replay_sample, replay_sample_after_add
-from qsm_jax.train import restore_run, train_and_evaluate
+from qsm_jax.program import fused
+from qsm_jax.program.envs import EnvPool
+from qsm_jax.program.replay import replay_add, replay_init, replay_sample, replay_sample_after_add
+from qsm_jax.program.train import restore_run, train_and_evaluate
 
 from .test_train import TINY_AGENT, _EpisodeEnv, _tiny  # noqa: F401  (registers QSMTestEpisodes-v0)
 
@@ -178,11 +178,11 @@ def test_vector_envs_and_utd_in_the_training_program(tmp_path):
 SHARDED = r"""
 import json, sys
 import jax, numpy as np
-from qsm_jax import fused
+from qsm_jax.program import fused
 from qsm_jax.algorithms import algorithm_of, get_algorithm
 from qsm_jax.baselines.dql import DQLConfig
-from qsm_jax.train import RunConfig, init_agents, seed_sharding, train_and_evaluate
-from qsm_jax.replay import replay_init
+from qsm_jax.program.train import RunConfig, init_agents, seed_sharding, train_and_evaluate
+from qsm_jax.program.replay import replay_init
 import qsm_jax
 from tests.test_fused import _tiny_run
 config = _tiny_run(num_seeds=4)
@@ -249,7 +249,7 @@ def test_fresh_states_can_be_donated(algo):
 def test_learn_step_updates_the_buffer_in_place(algo):
     """The compiled env step copies no buffer-sized array (a copy per env step made 1M buffers 15x slower)."""
     from qsm_jax.algorithms import ALGORITHMS
-    from qsm_jax.train import RunConfig, init_agents
+    from qsm_jax.program.train import RunConfig, init_agents
 
     capacity, num_seeds, num_envs = 100_003, 1, 1
     algorithm = ALGORITHMS[algo]

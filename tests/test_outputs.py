@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from qsm_jax.metrics import JsonlOutput, Output, Outputs, read_metrics
-from qsm_jax.train import train_and_evaluate
+from qsm_jax.program.metrics import JsonlOutput, Output, Outputs, read_metrics
+from qsm_jax.program.train import train_and_evaluate
 
 from .test_train import _tiny
 
@@ -40,7 +40,7 @@ def test_outputs_hand_every_event_to_each_output_in_order(tmp_path):
 
 def test_wandb_output_logs_every_row_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from qsm_jax.metrics import WandbOutput
+    from qsm_jax.program.metrics import WandbOutput
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

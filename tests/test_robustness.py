@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import qsm_jax
-from qsm_jax.train import restore_run, train_and_evaluate
+from qsm_jax.program.train import restore_run, train_and_evaluate
 
 from .test_train import ROOT, TINY_FLAGS, _run_py, _tiny
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import qsm_jax
-from qsm_jax import train
-from qsm_jax.envs import make_env
-from qsm_jax.metrics import read_metrics
-from qsm_jax.replay import replay_init
-from qsm_jax.train import RunConfig, restore_run, train_and_evaluate
+from qsm_jax.program import train
+from qsm_jax.program.envs import make_env
+from qsm_jax.program.metrics import read_metrics
+from qsm_jax.program.replay import replay_init
+from qsm_jax.program.train import RunConfig, restore_run, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_AGENT = qsm_jax.QSMConfig(

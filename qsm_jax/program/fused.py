@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from qsm_jax.algorithms import algorithm_of
-from qsm_jax.replay import ReplayBuffer, replay_add, replay_sample_after_add
+from qsm_jax.program.replay import ReplayBuffer, replay_add, replay_sample_after_add
 from qsm_jax.types import AgentState, Batch
 
 

@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qsm_jax import fused
 from qsm_jax.algorithms import ALGORITHMS, algorithm_of, get_algorithm
-from qsm_jax.checkpoint import RunCheckpointer
 from qsm_jax.config import QSMConfig
-from qsm_jax.envs import EnvPool, env_dims, make_env
-from qsm_jax.metrics import (
+from qsm_jax.program import fused
+from qsm_jax.program.checkpoint import RunCheckpointer
+from qsm_jax.program.envs import EnvPool, env_dims, make_env
+from qsm_jax.program.metrics import (
     CurveOutput,
     JsonlOutput,
     Output,
@@ -31,7 +31,7 @@ from qsm_jax.metrics import (
     TensorBoardOutput,
     VideoOutput,
 )
-from qsm_jax.replay import ReplayBuffer, replay_init
+from qsm_jax.program.replay import ReplayBuffer, replay_init
 from qsm_jax.types import Batch
 
 # Settings a resumed run may change; every other difference means another experiment.

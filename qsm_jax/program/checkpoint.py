@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from qsm_jax.replay import ReplayBuffer, replay_to_host
+from qsm_jax.program.replay import ReplayBuffer, replay_to_host
 
 
 class RunCheckpointer:

@@ -1,4 +1,4 @@
-"""The learning-benchmark report, rebuilt from unit files alone (``qsm_jax.benchmark``).
+"""The learning-benchmark report, rebuilt from unit files alone (``harness.benchmark``).
 
 ``write_report(units_dir, out_dir, suites)`` writes ``out_dir/README.md`` (one table per suite: per
 env and algorithm the seeds done, the final return with a 95% t-interval over seeds, the IQM of the
@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rliable import library as rly  # noqa: E402
 from rliable import metrics as rly_metrics  # noqa: E402
 
-from qsm_jax import benchmark  # noqa: E402
+from harness import benchmark  # noqa: E402
 
 BOOTSTRAP_REPS = 5_000
 MIN_SEEDS_AGGREGATE = 3

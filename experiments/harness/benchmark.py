@@ -7,7 +7,7 @@ other settings is another file, never an overwrite. A unit whose file exists is 
 unit interrupted midway resumes from its run checkpoint (``runs/units/<key>``) on the same machine.
 
 A **suite** is a named list of units (``SUITES``), e.g. ``core100k``. ``experiments/bench_learning.py``
-lists, runs and reports suites; ``qsm_jax.report`` builds the tables and figures from unit files alone.
+lists, runs and reports suites; ``harness.report`` builds the tables and figures from unit files alone.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from qsm_jax.algorithms import get_algorithm
-from qsm_jax.metrics import read_metrics
-from qsm_jax.train import RunConfig, train_and_evaluate
+from qsm_jax.program.metrics import read_metrics
+from qsm_jax.program.train import RunConfig, train_and_evaluate
 
 SCHEMA = 1
 UNITS_DIR = os.path.join("results", "learning", "units")
@@ -359,7 +359,7 @@ def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, p
     workdir = os.path.join(runs_dir, unit.key)
     resumed_from = 0
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
-        from qsm_jax.checkpoint import RunCheckpointer
+        from qsm_jax.program.checkpoint import RunCheckpointer
 
         checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
         resumed_from = checkpointer.latest_step() or 0
