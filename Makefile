@@ -8,7 +8,7 @@ ARGS ?=
 
 SUITE ?= queue
 
-.PHONY: install test test-core run bench bench-list report lint clean
+.PHONY: install test test-quick test-core run bench bench-list report lint clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 # Unit tests plus the learning tests that run in minutes on a 2-core CPU.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+
+# The inner loop: every test but the learning ones (marked slow).
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 # The core alone (jax, flax, optax, chex) in a fresh venv: import qsm_jax and run train_step.
 test-core:
@@ -42,7 +46,7 @@ bench-list: $(STAMP)
 	$(PY) experiments/bench_learning.py --suite=$(SUITE) --list
 
 report: $(STAMP)
-	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k,dmc100k --readme=README.md
+	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k,dmc100k --readme=README.md,docs/variants.md
 
 lint: $(STAMP)
 	$(PY) -m ruff check qsm_jax experiments tests

@@ -60,8 +60,10 @@ flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read
 flags.DEFINE_string("runs_dir", benchmark.RUNS_DIR, "Where unit runs (checkpoints, logs) live.")
 flags.DEFINE_string("out_dir", os.path.join("results", "learning"), "Where the report goes.")
 flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
-flags.DEFINE_string(
-    "readme", "", "With --report: also refresh each suite's marked block in this file (make report: README.md)."
+flags.DEFINE_list(
+    "readme",
+    [],
+    "With --report: also refresh each suite's marked block in these files (make report: README.md, docs/variants.md).",
 )
 
 
@@ -249,7 +251,7 @@ def main(argv):
         if FLAGS.report:
             from harness import report
 
-            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite, FLAGS.readme or None)
+            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite, FLAGS.readme)
             print(f"report written to {path}")
             return
         units = _units()

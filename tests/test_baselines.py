@@ -72,6 +72,7 @@ def test_td3_delays_actor_and_target_updates():
     assert changed == [True, False, True, False]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["sac", "td3"])
 def test_baselines_find_the_optimum_of_a_one_step_bandit(algo):
     a_star = np.array([0.5, -0.4], np.float32)
@@ -92,6 +93,7 @@ def test_baselines_find_the_optimum_of_a_one_step_bandit(algo):
     assert np.linalg.norm(greedy - a_star) < 0.15, greedy
 
 
+@pytest.mark.slow
 def test_qsm_holds_several_optima_where_sac_holds_one():
     """The multi-modality claim, at the settings README names (experiments/multimodal.py)."""
     small = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
@@ -103,6 +105,7 @@ def test_qsm_holds_several_optima_where_sac_holds_one():
     assert s["modes_held"] == 1
 
 
+@pytest.mark.slow
 def test_bench_learning_runs_pending_units_lists_and_reports(tmp_path):
     """The unit runner end to end: the two cheapest units of the smoke suite, one per core; then
     --list shows them done and --report writes the table with the rest pending."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -300,6 +301,7 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True).returncode != 0,
     reason="not a git checkout",
 )
+@pytest.mark.slow
 def test_pinned_runner_runs_the_committed_code_from_a_worktree(tmp_path):
     """--pin (the default: HEAD) runs units from a worktree of the commit; the unit file lands in the
     given --units_dir and names that commit, clean. Note: it runs HEAD's code, so commit first."""
@@ -373,3 +375,38 @@ def test_every_committed_unit_key_re_derives_from_its_stored_config():
     for record in records:
         unit = benchmark.unit_of(record)
         assert unit.key == record["key"], f"{record['key']}: re-derived as {unit.key}"
+
+
+def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypatch):
+    envs = ("dm_control/walker-walk-v0", "dm_control/cheetah-run-v0")
+    kinds = {"QSM": ("qsm", None, 100.0), "SAC": ("sac", None, 500.0), "TD3": ("td3", None, 480.0)}
+    kinds["QSM-mirror"] = ("qsm", benchmark.VARIANT_MIRROR, 900.0)
+    units = [
+        (label, benchmark.make_unit(algo, e, s, 20_000, agent=agent))
+        for label, (algo, agent, _) in kinds.items()
+        for e in envs
+        for s in (0, 1, 2)
+    ]
+    monkeypatch.setitem(benchmark.SUITES, "dmc100k", lambda: [u for _, u in units])
+    rng = np.random.default_rng(0)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{report.ANSWER_BEGIN}\nold\n{report.ANSWER_END}\nb\n")
+    for i, (label, u) in enumerate(units):
+        if i == 0:
+            continue  # one QSM unit missing: no answer yet
+        rec = _fake_record(u, [kinds[label][2] + 5 * u.config.seed] * 2, rng=rng)
+        (tmp_path / f"{u.key}.json").write_text(json.dumps(rec))
+    report.write_answer(str(tmp_path), [str(readme)])
+    text = readme.read_text()
+    assert (
+        text.startswith(f"a\n{report.ANSWER_BEGIN}\n**Not answered yet**: 23 of 24 `dmc100k` units")
+        and "old" not in text
+    )
+    assert re.search(r"walker-walk: QSM 1\d\d \(2 seeds\), SAC 5\d\d \(3 seeds\)", text)
+    assert text.endswith(f"{report.ANSWER_END}\nb\n")
+    rec = _fake_record(units[0][1], [100.0, 100.0], rng=rng)
+    (tmp_path / f"{units[0][1].key}.json").write_text(json.dumps(rec))
+    answer = report.paper_answer(str(tmp_path))
+    assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer  # every QSM seed far below every SAC seed
+    assert "the mirror variant beats SAC (P(QSM-mirror > SAC) = 1.00" in answer
+    assert "TD3 trails SAC" in answer or "TD3 matches SAC" in answer

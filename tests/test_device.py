@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMIT = "c" * 40
 
 
+@pytest.mark.slow
 def test_device_script_runs_units_in_a_copy_and_they_import_once(tmp_path):
     copy, out, units_dir = tmp_path / "copy", tmp_path / "out", tmp_path / "units"
     ignore = shutil.ignore_patterns(".git", ".venv", ".device", "runs", "__pycache__", "*.egg-info", ".*cache")

@@ -7,7 +7,7 @@ import pytest
 from qsm_jax.program.envs import EnvPool, env_dims, make_env
 from qsm_jax.program.train import restore_run, train_and_evaluate
 
-from .test_train import _run_py, _tiny
+from .helpers import _run_py, _tiny
 
 DMC_TASKS = {  # id -> flat observation size
     "dm_control/walker-walk-v0": 24,

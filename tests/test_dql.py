@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from qsm_jax import diffusion
 from qsm_jax.baselines import dql
@@ -92,6 +93,7 @@ def test_actor_gradient_flows_through_every_chain_step():
         np.testing.assert_allclose(grad[i], float(dq) / q0, rtol=0.05, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dql_finds_the_optimum_of_a_one_step_bandit():
     a_star = np.array([0.5, -0.4], np.float32)
     config = dql.DQLConfig(

@@ -20,7 +20,7 @@ from qsm_jax.program.envs import EnvPool
 from qsm_jax.program.replay import replay_add, replay_init, replay_sample, replay_sample_after_add
 from qsm_jax.program.train import restore_run, train_and_evaluate
 
-from .test_train import TINY_AGENT, _EpisodeEnv, _tiny  # noqa: F401  (registers QSMTestEpisodes-v0)
+from .helpers import TINY_AGENT, _tiny  # noqa: F401  (helpers registers QSMTestEpisodes-v0)
 
 OBS, ACT = 4, 2
 

@@ -94,6 +94,7 @@ def test_bad_inputs_are_rejected(tiny_config, key):
     qsm_jax.check_batch(_random_batch(0), OBS_DIM, ACT_DIM)
 
 
+@pytest.mark.slow
 def test_learns_the_optimum_of_a_one_step_bandit():
     """Through the public API only: reward -||a - a*||^2 on a one-step task; samples end near a*."""
     a_star = np.array([0.5, -0.4], np.float32)

@@ -8,7 +8,7 @@ import pytest
 from qsm_jax.program.metrics import JsonlOutput, Output, Outputs, read_metrics
 from qsm_jax.program.train import train_and_evaluate
 
-from .test_train import _tiny
+from .helpers import _tiny
 
 
 class Recorder(Output):

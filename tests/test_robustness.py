@@ -15,7 +15,7 @@ import pytest
 import qsm_jax
 from qsm_jax.program.train import restore_run, train_and_evaluate
 
-from .test_train import ROOT, TINY_FLAGS, _run_py, _tiny
+from .helpers import ROOT, TINY_FLAGS, _run_py, _tiny
 
 
 def _truncate_data_files(checkpoint_dir):

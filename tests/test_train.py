@@ -19,40 +19,7 @@ from qsm_jax.program.metrics import read_metrics
 from qsm_jax.program.replay import replay_init
 from qsm_jax.program.train import RunConfig, restore_run, train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_AGENT = qsm_jax.QSMConfig(
-    actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), time_features=8, time_hidden_dims=(16,)
-)
-TINY_FLAGS = ["--actor_hidden_dims=16,16", "--critic_hidden_dims=16,16", "--progress=false"]
-
-
-def _run_py(*args, **kwargs):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        **kwargs,
-    )
-
-
-def _tiny(**overrides) -> RunConfig:
-    base = dict(
-        env="Pendulum-v1",
-        seed=3,
-        max_steps=400,
-        start_steps=100,
-        batch_size=32,
-        buffer_size=1000,
-        eval_interval=200,
-        eval_episodes=2,
-        checkpoint_interval=200,
-        log_interval=50,
-        agent=TINY_AGENT,
-    )
-    return RunConfig(**{**base, **overrides})
+from .helpers import ROOT, TINY_AGENT, TINY_FLAGS, _run_py, _tiny  # noqa: F401 (helpers registers QSMTestEpisodes-v0)
 
 
 def test_run_py_end_to_end_writes_outputs(tmp_path):
@@ -191,27 +158,6 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         train_and_evaluate(other, workdir, progress=False)
 
 
-class _EpisodeEnv(gym.Env):
-    """Observation (t, a random parity bit drawn at reset): terminates at t = 3 when the bit is 0,
-    else runs to the time limit (5 steps), so stored terminals can be checked against observations."""
-
-    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-    action_space = gym.spaces.Box(-3.0, 5.0, (1,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t, self.parity = 0, float(self.np_random.integers(2))
-        return np.array([0.0, self.parity], np.float32), {}
-
-    def step(self, action):
-        assert -3.0 <= action[0] <= 5.0
-        self.t += 1
-        return np.array([self.t, self.parity], np.float32), float(action[0]), self.t == 3 and not self.parity, False, {}
-
-
-gym.register("QSMTestEpisodes-v0", entry_point=_EpisodeEnv, max_episode_steps=5)
-
-
 def test_only_true_terminations_are_stored_as_terminals(tmp_path):
     train_and_evaluate(_tiny(env="QSMTestEpisodes-v0", max_steps=300, start_steps=300), str(tmp_path), progress=False)
     _, buffer, _ = restore_run(str(tmp_path))
@@ -266,6 +212,7 @@ def test_env_checks_and_buffer_memory():
         make_env("CartPole-v1")
 
 
+@pytest.mark.slow
 def test_qsm_learns_pendulum(tmp_path):
     """QSM with the reference algorithm settings (alpha 50, T 5) and 64x64 networks."""
     config = RunConfig(

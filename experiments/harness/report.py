@@ -276,11 +276,14 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(units_dir: str, out_dir: str, suites: list[str], readme: str | None = None) -> str:
+def write_report(
+    units_dir: str, out_dir: str, suites: list[str], readme: str | list[str] | tuple[str, ...] = ()
+) -> str:
     """Writes ``out_dir/README.md`` and its plots for ``suites`` from the unit files; returns its path.
 
-    With ``readme``, each suite's table and plots also replace that suite's block in the file, the
-    lines between ``begin_marker(suite)`` and ``end_marker(suite)`` (suites without a block are skipped)."""
+    With ``readme`` (a file or several), each suite's table and plots also replace that suite's block
+    in each file, the lines between ``begin_marker(suite)`` and ``end_marker(suite)`` (suites
+    without a block there are skipped)."""
     os.makedirs(out_dir, exist_ok=True)
     records = benchmark.load_units(units_dir)
     commits = sorted({r["commit"][:7] + (" (dirty)" if r["dirty"] else "") for r in records})
@@ -304,10 +307,13 @@ def write_report(units_dir: str, out_dir: str, suites: list[str], readme: str | 
     path = os.path.join(out_dir, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(header + body))
-    if readme:
-        rel = os.path.relpath(out_dir, os.path.dirname(os.path.abspath(readme)) or ".")
+    docs = [readme] if isinstance(readme, str) else list(readme)
+    for doc in docs:
+        rel = os.path.relpath(out_dir, os.path.dirname(os.path.abspath(doc)) or ".")
         for name, section in zip(suites, body, strict=True):
-            _update_readme_block(readme, name, section, rel)
+            _update_readme_block(doc, name, section, rel)
+    if PAPER_SUITE in suites:
+        write_answer(units_dir, docs)
     return path
 
 
@@ -323,15 +329,76 @@ def end_marker(suite: str) -> str:
 def _update_readme_block(readme: str, suite: str, section: str, rel: str) -> None:
     """Replaces the text between ``suite``'s markers in ``readme`` (if it has them) with the suite's
     table and plots; the plot links are made relative to the README."""
-    with open(readme) as f:
-        text = f.read()
-    begin, end = begin_marker(suite), end_marker(suite)
-    if begin not in text or end not in text:
-        return
     lines = section.splitlines()
     lines = [lines[0].replace("## Suite", "Suite")] + lines[3:]  # without the paragraph defining the columns
     lines = [line.replace("](", f"]({rel}/") if line.startswith("![") else line for line in lines]
-    block = "\n".join([begin, *lines, end])
+    _replace_block(readme, begin_marker(suite), end_marker(suite), "\n".join(lines))
+
+
+def _replace_block(path: str, begin: str, end: str, content: str) -> None:
+    """Replaces the lines between the marker lines ``begin`` and ``end`` of ``path`` (if it has both)."""
+    with open(path) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        return
     start, stop = text.index(begin), text.index(end) + len(end)
-    with open(readme, "w") as f:
-        f.write(text[:start] + block + text[stop:])
+    with open(path, "w") as f:
+        f.write(text[:start] + "\n".join([begin, content, end]) + text[stop:])
+
+
+ANSWER_BEGIN, ANSWER_END = "<!-- paper-answer: begin -->", "<!-- paper-answer: end -->"
+PAPER_SUITE = "dmc100k"
+PAPER = "QSM"  # QSM as published
+VARIANT = "QSM-mirror"
+
+
+def paper_answer(units_dir: str) -> str:
+    """The plain answer, from the unit files alone, to the paper's claim on its own benchmark: does
+    QSM as published match SAC and TD3 on the ``dmc100k`` tasks at 100k env steps, and does the
+    variant? Per task the mean final return over the seeds done; once every algorithm has 3 seeds
+    on every task, the rliable aggregate decides (P(X > SAC) with its 95% CI: below 0.5 = trails,
+    containing 0.5 = matches, above = beats)."""
+    units = benchmark.suite_units(PAPER_SUITE)
+    records = {r["key"]: r for r in benchmark.load_units(units_dir)}
+    envs = list(dict.fromkeys(u.config.env for u in units))
+    algos = list(dict.fromkeys(benchmark.label(u.config) for u in units))
+    cells = defaultdict(list)
+    for u in units:
+        if u.key in records:
+            cells[(u.config.env, benchmark.label(u.config))].append(records[u.key])
+    done = sum(len(v) for v in cells.values())
+
+    def cell(env: str, algo: str) -> str:
+        finals = [seed_final(r) for r in cells.get((env, algo), [])]
+        if not finals:
+            return f"{algo} pending"
+        return f"{algo} {np.mean(finals):.0f} ({len(finals)} seed{'s' * (len(finals) > 1)})"
+
+    per_task = "; ".join(f"{env.split('/')[-1][:-3]}: " + ", ".join(cell(env, a) for a in algos) for env in envs)
+    agg = aggregate(cells, envs, algos)
+    if agg is None:
+        verdict = (
+            f"**Not answered yet**: {done} of {len(units)} `{PAPER_SUITE}` units have run (the rest are queued, "
+            "`make bench-list`); the answer comes from the rliable aggregate once every algorithm has 3 seeds on "
+            "every task. So far, final return at 100k env steps, mean over the seeds done"
+        )
+        return f"{verdict}: {per_task}."
+
+    def says(algo: str) -> str:
+        p, (lo, hi) = float(agg["poi"][algo]), (float(v) for v in agg["poi_ci"][algo])
+        word = "trails" if hi < 0.5 else "beats" if lo > 0.5 else "matches"
+        iqm = agg["iqm"][algo]
+        return f"{word} SAC (P({algo} > SAC) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of SAC-normalised return {iqm:.2f})"
+
+    return (
+        f"**On the paper's tasks at 100k env steps** (walker-walk, walker-run, cheetah-run, 3 seeds each), QSM as "
+        f"published {says(PAPER)}; the mirror variant {says(VARIANT)}; TD3 {says('TD3')}. Final return, mean over "
+        f"3 seeds: {per_task}."
+    )
+
+
+def write_answer(units_dir: str, docs) -> None:
+    """Writes ``paper_answer`` between the answer markers of each of ``docs`` that has them."""
+    text = paper_answer(units_dir)
+    for doc in docs:
+        _replace_block(doc, ANSWER_BEGIN, ANSWER_END, text)
