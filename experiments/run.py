@@ -9,9 +9,18 @@ Re-running the same command on the same --workdir resumes from its last checkpoi
 
 import json
 import os
+import signal
 import sys
 
-from absl import app, flags, logging
+
+def _interrupted_at_start(*_):  # Ctrl-C while the libraries load: one line, nothing was written
+    print("run.py: interrupted during start-up; nothing was changed", file=sys.stderr)
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_at_start)
+
+from absl import app, flags, logging  # noqa: E402
 
 _GL_DEFAULTED = "MUJOCO_GL" not in os.environ
 os.environ.setdefault("MUJOCO_GL", "disable")
@@ -29,6 +38,9 @@ flags.DEFINE_string(
     "",
     "Also log to this Weights & Biases project (needs the [wandb] extra; WANDB_MODE=offline works).",
 )
+flags.DEFINE_bool(
+    "restart", False, "Train again from step 0 a run whose every checkpoint was found damaged (metrics kept aside)."
+)
 flags.DEFINE_bool("print_config", False, "Print the resolved run settings as JSON and exit without training.")
 
 
@@ -36,6 +48,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here: KeyboardInterrupt, caught below
     if FLAGS.video_interval > 0 and os.environ.get("MUJOCO_GL") == "disable" and _GL_DEFAULTED:
         os.environ["MUJOCO_GL"] = "egl"  # headless offscreen rendering (MuJoCo is imported later)
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
@@ -47,12 +60,28 @@ def main(argv):
         seeds = f"{config.seed}" if config.num_seeds == 1 else f"{config.seed}-{config.seed + config.num_seeds - 1}"
         workdir = FLAGS.workdir or os.path.join("runs", f"{config.algo}_{config.env}_seed{seeds}")
         extra = [WandbOutput(FLAGS.wandb_project, workdir, config.to_dict())] if FLAGS.wandb_project else []
-        result = train_and_evaluate(config, workdir, progress=FLAGS.progress, extra_outputs=extra)
+        result = train_and_evaluate(
+            config, workdir, progress=FLAGS.progress, extra_outputs=extra, restart=FLAGS.restart
+        )
     except ValueError as e:
         sys.exit(f"run.py: error: {e}")
     except Interrupted as e:
         print(f"run.py: {e}", file=sys.stderr)
         sys.exit(130)
+    except KeyboardInterrupt:  # before the handlers are installed (start-up, compile) or a second Ctrl-C
+        print(
+            "run.py: interrupted; the last checkpoint (if any) is the resume point: re-run the same command",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    except OSError as e:  # a read-only or full disk, or a folder that vanished
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"run.py: error: {e.strerror or e}{where}; once fixed, the last checkpoint (if any) is the resume point",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)  # skip exit handlers that would retry writing to the failed disk (tracebacks)
     for row in result["per_seed"]:
         print(f"seed {row['seed']}: final evaluation return {row['return_mean']:.1f} +- {row['return_std']:.1f}")
     print(f"final evaluation at step {result['step']}: {result['return_mean']:.1f} (mean over seeds)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging as std_logging
 import os
 import shutil
@@ -16,6 +17,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from qsm_jax.program.replay import ReplayBuffer, replay_to_host
+
+_DISK_ERRORS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EROFS: "Read-only file system",
+    errno.EACCES: "ermission denied",
+}
 
 
 class RunCheckpointer:
@@ -43,15 +50,24 @@ class RunCheckpointer:
             "buffer_pointer": int(np.asarray(buffers.pointer)[0]),
             "buffer_size": int(np.asarray(buffers.size)[0]),
         }
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(states),
-                buffer=ocp.args.StandardSave(replay_to_host(buffers)),
-                meta=ocp.args.JsonSave(meta),
-            ),
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(states),
+            buffer=ocp.args.StandardSave(replay_to_host(buffers)),
+            meta=ocp.args.JsonSave(meta),
         )
-        self.manager.wait_until_finished()
+        try:
+            with _quiet():  # a failing save makes Orbax's threads print hundreds of lines
+                self.manager.save(step, args=args)
+                self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 (a full or read-only disk surfaces as several error types)
+            _mute_late_reader_errors()
+            text = str(e)
+            code = next((c for c, words in _DISK_ERRORS.items() if words in text), errno.EIO)
+            raise OSError(
+                code,
+                f"saving checkpoint {step} failed ({os.strerror(code)}); the previous one is intact",
+                self.directory,
+            ) from None
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

@@ -12,8 +12,10 @@ The training loop talks to one ``Outputs`` object, which hands every event to ea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,18 +75,22 @@ class JsonlOutput(Output):
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
-            with open(self.path) as f:
-                rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(rows)
+            rows = [line for line in read_rows(self.path) if line[1]["step"] <= resume_step]
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(text for text, _ in rows)
+            os.replace(self.path + ".tmp", self.path)
         self.file = open(self.path, "a")  # noqa: SIM115 (closed by close())
 
     def row(self, step, kind, values):
-        self.file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise OSError(e.errno, f"writing a metrics row failed ({e.strerror})", self.path) from None
 
     def close(self):
-        self.file.close()
+        with contextlib.suppress(OSError):  # a full disk: the run's own error says so
+            self.file.close()
 
 
 class TensorBoardOutput(Output):
@@ -106,7 +112,8 @@ class TensorBoardOutput(Output):
             self.tb.add_images("eval/video_frames", np.stack([frames[i] for i in picks]), step, dataformats="NHWC")
 
     def close(self):
-        self.tb.close()
+        with contextlib.suppress(OSError):  # a full disk: the run's own error says so
+            self.tb.close()
 
 
 class CurveOutput(Output):
@@ -194,6 +201,32 @@ class WandbOutput(Output):
         if self.run is not None:
             self.summary = dict(self.run.summary)  # the last value of each metric, kept for inspection
             self.run.finish()
+
+
+def read_rows(path: str) -> list[tuple[str, dict]]:
+    """The rows of a metrics file as ``(line, row)``. A partial last line (what a kill or a full disk
+    leaves mid-write) is dropped with a warning line.
+
+    Raises:
+      ValueError: a line other than the last that is not a metrics row (one line, naming the line).
+    """
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or "kind" not in row:
+                raise ValueError("not a metrics row")
+        except ValueError as e:
+            if number == len(lines):
+                print(f"warning: {path}: dropped its partial last line ({e})", file=sys.stderr)
+                break
+            raise ValueError(
+                f"{path}, line {number}: not a metrics row ({e}); repair or delete that line to resume"
+            ) from None
+        rows.append((line if line.endswith("\n") else line + "\n", row))
+    return rows
 
 
 def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:

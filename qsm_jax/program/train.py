@@ -128,8 +128,11 @@ class RunConfig:
             raise ValueError(
                 f"video_interval ({self.video_interval}) must be a multiple of eval_interval ({self.eval_interval})"
             )
-        if self.buffer_size < self.num_envs:
-            raise ValueError(f"buffer_size ({self.buffer_size}) must be at least num_envs ({self.num_envs})")
+        if self.buffer_size < max(self.num_envs, self.batch_size):
+            raise ValueError(
+                f"buffer_size ({self.buffer_size}) must be at least batch_size ({self.batch_size}) and "
+                f"num_envs ({self.num_envs})"
+            )
         for name in ("max_steps", "start_steps", "eval_interval", "checkpoint_interval", "log_interval"):
             if getattr(self, name) % self.num_envs:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of num_envs ({self.num_envs})")
@@ -424,19 +427,96 @@ class Run:
         return self.env_step >= self.config.start_steps
 
 
-def _open_run(config: RunConfig, workdir: str, stack: contextlib.ExitStack, progress: bool, extra_outputs) -> Run:
-    """Checks ``workdir`` against ``config``, opens the envs, restores the newest intact checkpoint
-    (if any) and opens the outputs; every resource opened is closed by ``stack``."""
+METRICS_KINDS = ("train", "episode", "eval", "video")
+
+
+def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> None:
+    """Everything about ``workdir`` that can refuse a start, read before anything is written.
+
+    Raises:
+      ValueError: a file, not a folder; not writable; another run's config.json; a metrics.jsonl
+        this program did not write; a run whose every checkpoint was damaged, without ``restart``.
+    """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir!r} is a file, not a folder; pass a folder path")
-    os.makedirs(workdir, exist_ok=True)
+    existing = workdir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to {existing!r} (read-only or not yours); pass a --workdir you can write to")
     config_path = os.path.join(workdir, "config.json")
     if os.path.exists(config_path):
         _check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
+    checkpoints = os.path.join(workdir, "checkpoints")
+    has_checkpoints = os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics) and not os.path.exists(config_path) and not has_checkpoints:
+        raise ValueError(
+            f"{metrics} was not written by a run of this program (no config.json, no checkpoint beside it); "
+            "pass another --workdir"
+        )
+    if os.path.isdir(checkpoints + "_damaged") and not has_checkpoints and os.path.exists(metrics) and not restart:
+        raise ValueError(
+            f"every checkpoint of the run in {workdir!r} was damaged (kept in {checkpoints}_damaged); pass --restart "
+            "to train it again from step 0 (its metrics.jsonl is kept aside), or use another --workdir"
+        )
+
+
+def _check_memory(config: RunConfig, obs_dim: int, action_dim: int) -> None:
+    """Refuses a replay buffer that cannot fit in the host memory available now (CPU backend)."""
+    need = config.num_seeds * config.buffer_size * (2 * obs_dim + action_dim + 2) * 4  # float32 fields
+    if jax.default_backend() != "cpu" or not hasattr(os, "sysconf"):
+        return
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return
+    if need > avail:
+        raise ValueError(
+            f"the replay buffer needs {need / 2**30:.1f} GiB ({config.num_seeds} x {config.buffer_size} transitions of "
+            f"{obs_dim}+{action_dim} dims) and {avail / 2**30:.1f} GiB of memory is available; lower --buffer_size"
+        )
+
+
+def _restore(config: RunConfig, checkpointer: RunCheckpointer, states, empty: ReplayBuffer):
+    """The newest intact checkpoint as ``(states, buffers, meta)``, or the fresh ones and ``{}``."""
+    restored = checkpointer.restore_newest_intact(
+        states,
+        empty,
+        check_meta=lambda meta, step: _check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
+    )
+    if restored is None:
+        return states, empty, {}
+    step, states, arrays, meta = restored
+    if meta["env_step"] > config.max_steps:
+        raise ValueError(
+            f"the run's checkpoint is at env step {meta['env_step']}, past --max_steps={config.max_steps}; pass "
+            f"--max_steps >= {meta['env_step']} to resume or extend it, or another --workdir"
+        )
+    when = time.strftime(
+        "%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(os.path.join(checkpointer.directory, str(step))))
+    )
+    print(f"resuming from env step {meta['env_step']} (checkpoint of {when})", file=sys.stderr, flush=True)
+    return states, _buffer_from_host(arrays, meta, empty), meta
+
+
+def _write_json_atomically(path: str, value: Any) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _open_run(
+    config: RunConfig, workdir: str, stack: contextlib.ExitStack, progress: bool, extra_outputs, restart: bool
+) -> Run:
+    """Opens a run: checks ``workdir`` and ``config`` before writing anything, opens the envs,
+    restores the newest intact checkpoint (if any), then writes ``config.json`` (atomically) and
+    opens the outputs. A start refused on the way changes no file of the run (damaged checkpoints
+    excepted: they are set aside). Every resource opened is closed by ``stack``."""
+    _check_workdir(config, workdir, restart)
     pool = EnvPool(config.env, config.num_seeds * config.num_envs)
     stack.callback(pool.close)
-    with open(config_path, "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
     eval_envs = []
     stack.callback(lambda: [e.close() for e in eval_envs])
     for i in range(config.num_seeds * config.eval_episodes):
@@ -444,35 +524,26 @@ def _open_run(config: RunConfig, workdir: str, stack: contextlib.ExitStack, prog
     if config.video_interval > 0:
         _check_rendering(eval_envs[0], config.env)
     obs_dim, action_dim = env_dims(eval_envs[0])
+    _check_memory(config, obs_dim, action_dim)
+    if config.start_steps >= config.max_steps:
+        print(f"note: --start_steps={config.start_steps} >= --max_steps: no update will run", file=sys.stderr)
 
     states, loop_keys = init_agents(config, obs_dim, action_dim)
     empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
+    os.makedirs(workdir, exist_ok=True)
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     stack.callback(checkpointer.close)  # an open manager would print asyncio tracebacks at exit
-    restored = checkpointer.restore_newest_intact(
-        states,
-        empty,
-        check_meta=lambda meta, step: _check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
-    )
-    buffers, meta = empty, {}
-    if restored is not None:
-        _, states, arrays, meta = restored
-        buffers = _buffer_from_host(arrays, meta, empty)
+    states, buffers, meta = _restore(config, checkpointer, states, empty)
     states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), seed_sharding(config.num_seeds))
-    env_step, history = meta.get("env_step", 0), meta.get("history", [])
-    outputs = Outputs(
-        [
-            JsonlOutput(workdir, resume_step=env_step),
-            TensorBoardOutput(workdir, resume_step=env_step),
-            CurveOutput(workdir, f"{config.algo.upper()} on {config.env}"),
-            VideoOutput(workdir),
-            ProgressOutput(config.max_steps, env_step, history, enabled=progress),
-            *extra_outputs,
-        ]
-    )
-    stack.callback(outputs.close)
-    run = Run(config, workdir, pool, eval_envs, checkpointer, outputs, states, buffers, loop_keys)
-    run.env_step, run.segment, run.history = env_step, meta.get("segment", 0), history
+    if restart and not meta and os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        aside = os.path.join(workdir, f"metrics.jsonl.before-restart-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(os.path.join(workdir, "metrics.jsonl"), aside)
+        print(f"restarting from step 0; the earlier metrics are kept in {aside}", file=sys.stderr)
+    _write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
+    run = Run(config, workdir, pool, eval_envs, checkpointer, None, states, buffers, loop_keys)
+    run.env_step, run.segment, run.history = meta.get("env_step", 0), meta.get("segment", 0), meta.get("history", [])
+    run.outputs = _open_outputs(run, progress, extra_outputs)
+    stack.callback(run.outputs.close)
     if meta.get("env_state") is not None:  # the checkpoint came mid-episode: continue the episodes
         pool.set_state(meta["env_state"])
         run.obs = np.asarray(meta["obs"], np.float32).reshape(config.num_seeds, config.num_envs, obs_dim)
@@ -490,6 +561,20 @@ def _open_run(config: RunConfig, workdir: str, stack: contextlib.ExitStack, prog
         )
     run.last_save_time = time.time()
     return run
+
+
+def _open_outputs(run: Run, progress: bool, extra_outputs) -> Outputs:
+    c = run.config
+    return Outputs(
+        [
+            JsonlOutput(run.workdir, resume_step=run.env_step),
+            TensorBoardOutput(run.workdir, resume_step=run.env_step),
+            CurveOutput(run.workdir, f"{c.algo.upper()} on {c.env}"),
+            VideoOutput(run.workdir),
+            ProgressOutput(c.max_steps, run.env_step, run.history, enabled=progress),
+            *extra_outputs,
+        ]
+    )
 
 
 def _start_segment(run: Run) -> None:
@@ -602,7 +687,11 @@ def _result(run: Run) -> dict[str, Any]:
 
 
 def train_and_evaluate(
-    config: RunConfig, workdir: str, progress: bool = True, extra_outputs: Sequence[Output] = ()
+    config: RunConfig,
+    workdir: str,
+    progress: bool = True,
+    extra_outputs: Sequence[Output] = (),
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Trains ``config.algo`` (QSM by default) on ``config.env``, writes everything to ``workdir``, resumes.
 
@@ -627,13 +716,17 @@ def train_and_evaluate(
       ``"per_seed"`` (its rows, one per seed) and ``"history"`` (every evaluation row:
       ``step``, ``seed``, ``return_mean``, ``return_std``, every episode's return, ``returns``, and
       ``wall_share``, the share of evaluation action dimensions at the walls, ``|a| > WALL``).
+    ``restart``: train again from step 0 a run whose every checkpoint was found damaged (its
+    metrics.jsonl is kept aside as ``metrics.jsonl.before-restart-<time>``); without it such a
+    workdir is refused.
+
     Raises:
       ValueError: a bad setting or workdir, or divergence (one line; the last checkpoint is intact).
       Interrupted: SIGINT or SIGTERM (it says whether a checkpoint was saved).
     """
     c = config
     with contextlib.ExitStack() as stack:
-        run = _open_run(c, workdir, stack, progress, extra_outputs)
+        run = _open_run(c, workdir, stack, progress, extra_outputs, restart)
         interrupted: list = []
         stack.callback(_restore_signal_handlers, _install_signal_handlers(interrupted))
         last_log_time, last_log_step = time.time(), run.env_step

@@ -1,0 +1,159 @@
+"""A run's record is never lost or locked: checks before writes, metrics owned by the run, one line
+for every refusal (issue: "a run's record is never lost or locked")."""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import qsm_jax
+from qsm_jax.program.train import train_and_evaluate
+
+from .helpers import _run_py, _tiny
+
+
+def _snapshot(folder) -> dict[str, str]:
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            path = os.path.join(root, n)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny run finished at step 400 (checkpoints at 200 and 400)."""
+    workdir = tmp_path_factory.mktemp("finished")
+    train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
+    return workdir
+
+
+def _copy(finished, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished, workdir)
+    return workdir
+
+
+def test_a_refused_start_changes_no_file(finished, tmp_path):
+    workdir = _copy(finished, tmp_path)
+    os.remove(workdir / "config.json")  # what the program advises for a damaged config.json
+    before = _snapshot(workdir)
+    other = _tiny(max_steps=600, agent=qsm_jax.QSMConfig(**{**_tiny().agent.to_dict(), "alpha": 10.0}))
+    with pytest.raises(ValueError, match="checkpoint 400 was written by a different configuration"):
+        train_and_evaluate(other, str(workdir), progress=False)
+    assert _snapshot(workdir) == before  # no config.json with alpha=10 written: the original command still works
+    result = train_and_evaluate(_tiny(max_steps=600), str(workdir), progress=False)
+    assert result["step"] == 600
+
+
+def test_max_steps_below_the_checkpoint_is_refused(finished, tmp_path):
+    workdir = _copy(finished, tmp_path)
+    before = _snapshot(workdir)
+    with pytest.raises(
+        ValueError, match=r"checkpoint is at env step 400, past --max_steps=200; pass --max_steps >= 400"
+    ):
+        train_and_evaluate(_tiny(max_steps=200), str(workdir), progress=False)
+    assert _snapshot(workdir) == before
+
+
+def test_a_foreign_metrics_file_is_refused_and_kept(tmp_path):
+    workdir = tmp_path / "theirs"
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n')
+    before = _snapshot(workdir)
+    with pytest.raises(ValueError, match="metrics.jsonl was not written by a run of this program"):
+        train_and_evaluate(_tiny(), str(workdir), progress=False)
+    assert _snapshot(workdir) == before
+
+
+def test_a_partial_last_metrics_line_is_dropped_and_a_garbage_line_named(finished, tmp_path, capfd):
+    workdir = _copy(finished, tmp_path)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 400, "kind": "tra')  # a kill mid-write
+    result = train_and_evaluate(_tiny(max_steps=600), str(workdir), progress=False)
+    assert result["step"] == 600
+    err = capfd.readouterr().err
+    assert "dropped its partial last line" in err and "resuming from env step 400" in err
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 600
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    lines[3] = "garbage"
+    (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 4: not a metrics row .*repair or delete that line"):
+        train_and_evaluate(_tiny(max_steps=800), str(workdir), progress=False)
+
+
+def test_all_checkpoints_damaged_needs_restart_and_keeps_the_metrics(finished, tmp_path):
+    workdir = _copy(finished, tmp_path)
+    for step in ("200", "400"):
+        shutil.rmtree(workdir / "checkpoints" / step / "state")
+    with pytest.raises(ValueError, match="no checkpoint in .* restores"):
+        train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
+    metrics = (workdir / "metrics.jsonl").read_text()
+    out = _run_py(*_flags(workdir))
+    assert out.returncode == 1 and "every checkpoint of the run" in out.stderr and "--restart" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and (workdir / "metrics.jsonl").read_text() == metrics
+    out = _run_py(*_flags(workdir), "--restart")
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept = [n for n in os.listdir(workdir) if n.startswith("metrics.jsonl.before-restart-")]
+    assert len(kept) == 1 and (workdir / kept[0]).read_text() == metrics
+
+
+def _flags(workdir):
+    """run.py flags equal to ``_tiny(max_steps=400)``."""
+    flags = ["--env=Pendulum-v1", "--seed=3", "--max_steps=400", "--start_steps=100", "--batch_size=32"]
+    flags += ["--buffer_size=1000", "--eval_interval=200", "--eval_episodes=2", "--checkpoint_interval=200"]
+    flags += ["--log_interval=50", "--actor_hidden_dims=16,16", "--critic_hidden_dims=16,16", "--time_features=8"]
+    return [*flags, "--time_hidden_dims=16", "--progress=false", f"--workdir={workdir}"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--buffer_size=100", "--batch_size=256"], "buffer_size (100) must be at least batch_size (256)"),
+        (["--buffer_size=20000000000", "--env=Pendulum-v1"], "the replay buffer needs"),
+    ],
+)
+def test_silent_acceptances_are_one_line(tmp_path, flags, message):
+    out = _run_py(*flags, f"--workdir={tmp_path / 'w'}", "--progress=false")
+    assert out.returncode == 1 and message in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+@contextlib.contextmanager
+def _tmpfs(path, size: str):
+    """A small tmpfs at ``path`` (a real full or read-only disk); skips where mounting is not allowed."""
+    os.makedirs(path, exist_ok=True)
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if out.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs ({out.stderr.decode().strip()[:80]})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_freed(tmp_path):
+    with _tmpfs(tmp_path / "disk", "300k") as disk:
+        flags = _flags(disk / "run")  # checkpoint 200 fits, checkpoint 400 does not
+        out = _run_py(*flags)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr[-3000:]
+        assert "saving checkpoint 400 failed (No space left on device); the previous one is intact" in out.stderr
+        subprocess.run(["mount", "-o", "remount,size=3m", str(disk)], check=True)
+        out = _run_py(*flags)
+        assert out.returncode == 0 and "resuming from env step 200" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path):
+    with _tmpfs(tmp_path / "disk", "1m") as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        out = _run_py("--env=Pendulum-v1", f"--workdir={disk / 'run'}", "--progress=false")
+        assert out.returncode == 1 and "cannot write to" in out.stderr and out.stderr.strip().count("\n") == 0
