@@ -6,14 +6,18 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
 import qsm_jax
+from qsm_jax.program.metrics import Output
 from qsm_jax.program.train import train_and_evaluate
 
-from .helpers import _run_py, _tiny
+from .helpers import ROOT, _run_py, _tiny
 
 
 def _snapshot(folder) -> dict[str, str]:
@@ -157,3 +161,40 @@ def test_a_read_only_workdir_is_one_line(tmp_path):
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         out = _run_py("--env=Pendulum-v1", f"--workdir={disk / 'run'}", "--progress=false")
         assert out.returncode == 1 and "cannot write to" in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+def test_a_start_that_saved_nothing_does_not_lock_the_workdir(tmp_path, capfd):
+    workdir = tmp_path / "w"
+    diverging = _tiny(max_steps=400, checkpoint_interval=400)
+    first = _tiny(max_steps=400, checkpoint_interval=400, batch_size=16)
+    with pytest.raises(KeyboardInterrupt):  # stands for a start that dies before its first checkpoint
+
+        class Die(Output):
+            def row(self, step, kind, values):
+                if step >= 200:
+                    raise KeyboardInterrupt
+
+        train_and_evaluate(first, str(workdir), progress=False, extra_outputs=[Die()])
+    assert (workdir / "config.json").exists() and not any(n.isdigit() for n in os.listdir(workdir / "checkpoints"))
+    rows = (workdir / "metrics.jsonl").read_text()
+    result = train_and_evaluate(diverging, str(workdir), progress=False)  # other flags: allowed, nothing to resume
+    assert result["step"] == 400 and "saved no checkpoint; starting from step 0" in capfd.readouterr().err
+    kept = [n for n in os.listdir(workdir) if n.startswith("metrics.jsonl.before-restart-")]
+    assert len(kept) == 1 and (workdir / kept[0]).read_text() == rows
+    with pytest.raises(ValueError, match="different configuration"):  # now it has a checkpoint: locked to its flags
+        train_and_evaluate(first, str(workdir), progress=False)
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), f"--workdir={tmp_path / 'w'}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"},
+    )
+    time.sleep(1.0)  # the libraries are still loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().count("\n") == 0 and "interrupted" in err, err
+    assert not (tmp_path / "w").exists()

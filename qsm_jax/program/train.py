@@ -430,8 +430,10 @@ class Run:
 METRICS_KINDS = ("train", "episode", "eval", "video")
 
 
-def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> None:
+def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> bool:
     """Everything about ``workdir`` that can refuse a start, read before anything is written.
+    Returns whether the run starts over with other flags: an earlier start with them saved no
+    checkpoint (it diverged, was killed or ran out of memory before its first one).
 
     Raises:
       ValueError: a file, not a folder; not writable; another run's config.json; a metrics.jsonl
@@ -445,10 +447,16 @@ def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write to {existing!r} (read-only or not yours); pass a --workdir you can write to")
     config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-        _check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
     checkpoints = os.path.join(workdir, "checkpoints")
     has_checkpoints = os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
+    start_over = False
+    if os.path.exists(config_path):
+        try:
+            _check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
+        except ValueError:
+            if has_checkpoints or os.path.isdir(checkpoints + "_damaged"):
+                raise
+            start_over = True  # an earlier start (diverged, killed, out of memory) saved nothing to resume
     metrics = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(metrics) and not os.path.exists(config_path) and not has_checkpoints:
         raise ValueError(
@@ -460,6 +468,7 @@ def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> None:
             f"every checkpoint of the run in {workdir!r} was damaged (kept in {checkpoints}_damaged); pass --restart "
             "to train it again from step 0 (its metrics.jsonl is kept aside), or use another --workdir"
         )
+    return start_over
 
 
 def _check_memory(config: RunConfig, obs_dim: int, action_dim: int) -> None:
@@ -514,7 +523,7 @@ def _open_run(
     restores the newest intact checkpoint (if any), then writes ``config.json`` (atomically) and
     opens the outputs. A start refused on the way changes no file of the run (damaged checkpoints
     excepted: they are set aside). Every resource opened is closed by ``stack``."""
-    _check_workdir(config, workdir, restart)
+    start_over = _check_workdir(config, workdir, restart)
     pool = EnvPool(config.env, config.num_seeds * config.num_envs)
     stack.callback(pool.close)
     eval_envs = []
@@ -535,10 +544,11 @@ def _open_run(
     stack.callback(checkpointer.close)  # an open manager would print asyncio tracebacks at exit
     states, buffers, meta = _restore(config, checkpointer, states, empty)
     states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), seed_sharding(config.num_seeds))
-    if restart and not meta and os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    if (restart or start_over) and not meta and os.path.exists(os.path.join(workdir, "metrics.jsonl")):
         aside = os.path.join(workdir, f"metrics.jsonl.before-restart-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(os.path.join(workdir, "metrics.jsonl"), aside)
-        print(f"restarting from step 0; the earlier metrics are kept in {aside}", file=sys.stderr)
+        why = "the earlier start with other flags saved no checkpoint; " if start_over else ""
+        print(f"note: {why}starting from step 0; the earlier metrics are kept in {aside}", file=sys.stderr)
     _write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     run = Run(config, workdir, pool, eval_envs, checkpointer, None, states, buffers, loop_keys)
     run.env_step, run.segment, run.history = meta.get("env_step", 0), meta.get("segment", 0), meta.get("history", [])
