@@ -25,7 +25,7 @@ from absl import app, flags, logging  # noqa: E402
 _GL_DEFAULTED = "MUJOCO_GL" not in os.environ
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-from qsm_jax.program import cli  # noqa: E402
+from qsm_jax.program import checkpoint, cli  # noqa: E402
 from qsm_jax.program.metrics import WandbOutput  # noqa: E402
 from qsm_jax.program.train import Interrupted, train_and_evaluate  # noqa: E402
 
@@ -41,13 +41,15 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "restart", False, "Train again from step 0 a run whose every checkpoint was found damaged (metrics kept aside)."
 )
+flags.DEFINE_bool("verbose", False, "Show the libraries' own log lines (Orbax, absl) instead of only the program's.")
 flags.DEFINE_bool("print_config", False, "Print the resolved run settings as JSON and exit without training.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)  # Orbax logs every save at INFO
+    checkpoint.VERBOSE = FLAGS.verbose
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here: KeyboardInterrupt, caught below
     if FLAGS.video_interval > 0 and os.environ.get("MUJOCO_GL") == "disable" and _GL_DEFAULTED:
         os.environ["MUJOCO_GL"] = "egl"  # headless offscreen rendering (MuJoCo is imported later)

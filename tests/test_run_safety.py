@@ -198,3 +198,11 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().count("\n") == 0 and "interrupted" in err, err
     assert not (tmp_path / "w").exists()
+
+
+def test_a_normal_run_prints_only_the_programs_lines_unless_verbose(tmp_path):
+    quiet = _run_py(*_flags(tmp_path / "quiet"))
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr[-2000:]
+    assert quiet.stdout.splitlines()[-1].startswith("outputs in")
+    loud = _run_py(*_flags(tmp_path / "loud"), "--verbose")
+    assert loud.returncode == 0 and "checkpoint" in loud.stderr.lower()  # Orbax's INFO lines about its saves

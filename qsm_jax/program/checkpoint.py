@@ -176,11 +176,17 @@ def _mute_late_reader_errors() -> None:
     std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
 
 
+VERBOSE = False  # True (run.py --verbose): Orbax's own log lines and tracebacks reach the terminal
+
+
 @contextlib.contextmanager
 def _quiet():
-    """Silences Orbax while a possibly damaged checkpoint is tried: its error logs, and the asyncio
-    tracebacks its reader threads print straight to stderr when a read fails (our one-line warning
-    says what happened)."""
+    """Silences Orbax while a checkpoint is saved or a possibly damaged one is tried: its logs, and
+    the asyncio tracebacks its threads print straight to stderr when a read or write fails (our
+    one-line message says what happened). A no-op with ``VERBOSE``."""
+    if VERBOSE:
+        yield
+        return
     level = logging.get_verbosity()
     logging.set_verbosity(logging.FATAL)
     sys.stderr.flush()
