@@ -135,7 +135,15 @@ def _pinned_worktree(commit: str) -> str:
 def _run_pinned() -> None:
     """Re-executes this runner from the pinned worktree (same flags, unit files and runs here)."""
     path = _pinned_worktree(FLAGS.pin)
-    argv = [a for a in sys.argv[1:] if not a.startswith(("--pin", "--units_dir", "--runs_dir"))]
+    replaced = ("--pin", "--units_dir", "--runs_dir")
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:  # the value of a replaced flag given as `--flag value`
+            skip = False
+        elif arg.split("=")[0] in replaced:
+            skip = "=" not in arg
+        else:
+            argv.append(arg)
     argv += [
         "--pin=",
         f"--units_dir={os.path.abspath(FLAGS.units_dir)}",

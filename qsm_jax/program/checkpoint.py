@@ -197,8 +197,9 @@ def _quiet():
         with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
             try:
                 yield
-            finally:
-                time.sleep(0.2)  # let failing reader threads finish printing into the void
+            except BaseException:
+                time.sleep(0.2)  # let failing reader or writer threads finish printing into the void
+                raise
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
