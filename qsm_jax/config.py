@@ -9,6 +9,8 @@ from qsm_jax.common import check, finite
 
 BETA_SCHEDULES = ("vp", "linear", "cosine")
 SCORE_TARGETS = ("qsm", "tilted", "mirror")
+EXPLORATIONS = ("fixed", "adaptive")
+EVAL_SAMPLINGS = ("chain", "noise_free", "best_of_n")
 
 
 def _positive_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
@@ -87,7 +89,9 @@ class DiffusionPolicyConfig:
 class QSMConfig(DiffusionPolicyConfig):
     """Hyper-parameters of Q-Score Matching; defaults are the reference code's (docs/algorithm.md).
 
-    The diffusion policy and critics: see ``DiffusionPolicyConfig``. QSM's own settings:
+    The diffusion policy and critics: see ``DiffusionPolicyConfig``. QSM's own settings follow; from
+    ``entropy_temperature`` on they are max-ent QSM and adaptive exploration (docs/algorithm.md,
+    "Maximum-entropy QSM"), every one off by default, which is the paper's update bit for bit.
 
     Attributes:
       alpha: scale of the score target ``-alpha * grad_a Q`` (``M_q`` in the reference code).
@@ -102,6 +106,23 @@ class QSMConfig(DiffusionPolicyConfig):
       normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
         ``alpha`` / ``lam`` do not depend on the reward scale.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
+      entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
+        y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of
+        the "tilted" / "mirror" target uses lam = temp (so ``lam`` is ignored). With
+        ``auto_temperature`` it is the initial value.
+      auto_temperature: learn temp by SAC's rule toward the target entropy.
+      target_entropy_scale: target entropy = this * A (SAC's -A by default), for the automatic
+        temperature (entropy of the chain) and the adaptive noise (entropy of chain + noise).
+      temperature_lr, noise_lr: Adam learning rates of log temp and of the noise scale (DACER's 3e-2).
+      entropy_draws: noise draws per diffusion level of the log pi estimate
+        (``losses.log_prob_estimate``: B * T * draws denoiser evaluations per update).
+      exploration: "fixed" (the paper: Gaussian of std ``exploration_noise`` on training actions)
+        or "adaptive": that std times a learned scale that holds the entropy of chain + noise at
+        the target (DACER's rule, with ``losses.entropy_with_noise`` in place of a mixture fit).
+      eval_sampling: the evaluation policy: "chain" (the paper's stochastic chain, best of
+        ``num_action_samples``), "noise_free" (the chain with no injected noise, same best-of),
+        or "best_of_n" (the chain, best of ``eval_candidates`` by mean online Q).
+      eval_candidates: N of "best_of_n".
     """
 
     alpha: float = 50.0
@@ -109,10 +130,34 @@ class QSMConfig(DiffusionPolicyConfig):
     lam: float = 1.0
     normalize_grad: bool = False
     grad_rms_decay: float = 0.99
+    entropy_temperature: float = 0.0
+    auto_temperature: bool = False
+    target_entropy_scale: float = -1.0
+    temperature_lr: float = 3e-4
+    noise_lr: float = 3e-2
+    entropy_draws: int = 8
+    exploration: str = "fixed"
+    eval_sampling: str = "chain"
+    eval_candidates: int = 10
+
+    @property
+    def max_entropy(self) -> bool:
+        """Whether the soft critic target and the temperature-set tilt are on."""
+        return self.entropy_temperature > 0
+
+    @property
+    def estimates_entropy(self) -> bool:
+        """Whether an update estimates log pi (max-ent QSM or the adaptive noise)."""
+        return self.max_entropy or self.exploration == "adaptive"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_agent_config(self, positive=("alpha", "lam"))
+        check_agent_config(
+            self,
+            positive=("alpha", "lam", "temperature_lr", "noise_lr"),
+            non_negative=("entropy_temperature",),
+        )
+        check_entropy_config(self)
         check(
             self.score_target in SCORE_TARGETS,
             f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
@@ -122,6 +167,39 @@ class QSMConfig(DiffusionPolicyConfig):
             finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,
             f"grad_rms_decay must be in [0, 1), got {self.grad_rms_decay}",
         )
+
+
+def check_entropy_config(config: QSMConfig) -> None:
+    """Checks the max-ent, adaptive-noise and evaluation settings of ``QSMConfig``."""
+    auto = config.auto_temperature
+    check(isinstance(auto, bool), f"auto_temperature must be a bool, got {auto!r}")
+    scale = config.target_entropy_scale
+    check(finite(scale), f"target_entropy_scale must be finite, got {scale}")
+    for name in ("entropy_draws", "eval_candidates"):
+        value = getattr(config, name)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        check(ok, f"{name} must be an integer >= 1, got {value!r}")
+    check(config.exploration in EXPLORATIONS, f"exploration must be one of {EXPLORATIONS}, got {config.exploration!r}")
+    check(
+        config.eval_sampling in EVAL_SAMPLINGS,
+        f"eval_sampling must be one of {EVAL_SAMPLINGS}, got {config.eval_sampling!r}",
+    )
+    check(
+        not config.auto_temperature or config.max_entropy,
+        "auto_temperature needs entropy_temperature > 0 (its initial value), e.g. --entropy_temperature=0.1",
+    )
+    check(
+        not config.max_entropy or config.score_target in ("tilted", "mirror"),
+        "entropy_temperature > 0 sets the tilt of the score target: use --score_target=tilted or mirror",
+    )
+    check(
+        not config.max_entropy or not config.normalize_grad,
+        "entropy_temperature is in units of Q: turn off --normalize_grad to use it",
+    )
+    check(
+        config.exploration == "fixed" or config.exploration_noise > 0,
+        "exploration=adaptive scales exploration_noise: set --exploration_noise > 0",
+    )
 
 
 def check_diffusion_config(config) -> None:

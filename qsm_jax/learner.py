@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import chex
@@ -13,7 +15,7 @@ from flax.training.train_state import TrainState
 
 from qsm_jax import common, diffusion, losses
 from qsm_jax.config import QSMConfig
-from qsm_jax.networks import CriticEnsemble, ScoreNetwork
+from qsm_jax.networks import CriticEnsemble, ScoreNetwork, Temperature
 from qsm_jax.types import Batch
 
 
@@ -32,6 +34,10 @@ class QSMState(struct.PyTreeNode):
         when ``config.normalize_grad``.
       config: static settings (not a pytree leaf; changing it recompiles).
       obs_dim, action_dim: static sizes S and A.
+      temperature: the max-ent temperature (a ``networks.Temperature``: its log) and its Adam
+        state; only with ``config.auto_temperature``, else None.
+      noise_scale: the learned factor on ``exploration_noise`` (same module) and its Adam state;
+        only with ``config.exploration == "adaptive"``, else None.
     """
 
     actor: TrainState
@@ -43,6 +49,8 @@ class QSMState(struct.PyTreeNode):
     config: QSMConfig = struct.field(pytree_node=False)
     obs_dim: int = struct.field(pytree_node=False)
     action_dim: int = struct.field(pytree_node=False)
+    temperature: TrainState | None = None
+    noise_scale: TrainState | None = None
 
 
 raw_key = common.raw_key  # kept here for code that imported it from the learner
@@ -82,6 +90,11 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
 
     critic_net = common.module(CriticEnsemble, hidden_dims=config.critic_hidden_dims, num_critics=config.num_critics)
     critic = common.adam_train_state(critic_net, critic_net.init(critic_key, obs, act)["params"], config.critic_lr)
+
+    def positive_scalar(initial, learning_rate):  # a learned scalar, stored as its log (no randomness)
+        net = common.module(Temperature, initial=initial)
+        return common.adam_train_state(net, net.init(critic_key)["params"], learning_rate)
+
     return QSMState(
         actor=actor,
         critic=critic,
@@ -92,11 +105,19 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
         config=config,
         obs_dim=obs_dim,
         action_dim=action_dim,
+        temperature=positive_scalar(config.entropy_temperature, config.temperature_lr)
+        if config.auto_temperature
+        else None,
+        noise_scale=positive_scalar(1.0, config.noise_lr) if config.exploration == "adaptive" else None,
     )
 
 
-def _chain(state: QSMState, actor_params: Any, observations: jax.Array, key: jax.Array) -> jax.Array:
-    """The reverse diffusion chain of ``state``'s policy: (B, S) -> actions (B, A) in [-1, 1]."""
+def _chain(
+    state: QSMState, actor_params: Any, observations: jax.Array, key: jax.Array, temperature: float | None = None
+) -> jax.Array:
+    """The reverse diffusion chain of ``state``'s policy: (B, S) -> actions (B, A) in [-1, 1].
+
+    ``temperature`` overrides ``config.temperature`` (0 = the noise-free chain)."""
     cfg = state.config
     return diffusion.ddpm_sample(
         lambda o, x, k: state.actor.apply_fn({"params": actor_params}, o, x, k),
@@ -104,22 +125,52 @@ def _chain(state: QSMState, actor_params: Any, observations: jax.Array, key: jax
         key,
         diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps),
         action_dim=state.action_dim,
-        temperature=cfg.temperature,
+        temperature=cfg.temperature if temperature is None else temperature,
         clip=cfg.clip_sampler,
     )
 
 
-def critic_update(state: Any, batch: Batch, chain_key: jax.Array, target_noise_key: jax.Array):
+def entropy_temperature(state: QSMState) -> jax.Array | float:
+    """The max-ent temperature: learned with ``auto_temperature``, else ``config.entropy_temperature``."""
+    if state.temperature is None:
+        return state.config.entropy_temperature
+    return state.temperature.apply_fn({"params": state.temperature.params})
+
+
+def exploration_std(state: QSMState) -> jax.Array | float:
+    """Std of the Gaussian on training actions: ``exploration_noise``, times the learned scale
+    with ``exploration="adaptive"``."""
+    if state.noise_scale is None:
+        return state.config.exploration_noise
+    return state.config.exploration_noise * state.noise_scale.apply_fn({"params": state.noise_scale.params})
+
+
+def critic_update(
+    state: Any,
+    batch: Batch,
+    chain_key: jax.Array,
+    target_noise_key: jax.Array,
+    log_prob_fn: Any = None,
+    temperature: jax.Array | float | None = None,
+):
     """The critic half of an update of a diffusion-policy agent (QSM, or the DQL baseline).
 
     Next actions come from the full reverse chain plus clipped target noise; one Adam step on the
-    clipped double-Q TD loss; Polyak update of the targets.
+    clipped double-Q TD loss; Polyak update of the targets. With ``log_prob_fn`` (``(B, A) -> (B,)``)
+    log pi of the chain's next actions (before the target noise) is estimated and reported as
+    "log_prob"; with ``temperature`` too, -temperature * log pi joins the target (soft Bellman).
 
     Returns:
       (critic TrainState, target critic params, aux metrics of ``losses.critic_loss``).
     """
     cfg = state.config
     next_actions = _chain(state, state.actor.params, batch.next_observations, chain_key)
+    bonus, bonus_aux = 0.0, {}
+    if log_prob_fn is not None:
+        log_prob = jax.lax.stop_gradient(log_prob_fn(next_actions))
+        bonus_aux = {"log_prob": log_prob.mean()}
+        if temperature is not None:
+            bonus = -temperature * log_prob
     next_actions = jnp.clip(
         next_actions + cfg.target_noise * jax.random.normal(target_noise_key, next_actions.shape),
         -1.0,
@@ -132,9 +183,11 @@ def critic_update(state: Any, batch: Batch, chain_key: jax.Array, target_noise_k
         batch,
         next_actions,
         cfg.gamma,
+        next_bonus=bonus,
     )
     critic = state.critic.apply_gradients(grads=critic_grads)
-    return critic, optax.incremental_update(critic.params, state.target_critic_params, cfg.tau), critic_aux
+    target_critic_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
+    return critic, target_critic_params, {**critic_aux, **bonus_aux}
 
 
 @jax.jit
@@ -142,7 +195,9 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     """One QSM update: critic TD step, Polyak target update, then the Q-score matching actor step.
 
     The actor step uses the critics just updated, as the reference code does; its target is
-    ``config.score_target`` (the reference's -alpha grad_a Q by default).
+    ``config.score_target`` (the reference's -alpha grad_a Q by default). With max-ent QSM or the
+    adaptive noise on, log pi of the next actions is estimated once and serves the soft target,
+    the temperature step and the noise-scale step (``_entropy_steps``).
 
     Args:
       state: current agent.
@@ -150,20 +205,40 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
 
     Returns:
       (new state, metrics) with scalar metrics ``critic_loss``, ``actor_loss``, ``q_mean``,
-      ``target_q_mean`` and ``grad_q_abs_mean`` (mean |grad_a Q|).
+      ``target_q_mean`` and ``grad_q_abs_mean`` (mean |grad_a Q|); with the entropy options also
+      ``log_prob`` (mean estimate of log pi(a' | s')), ``temperature``, ``exploration_std``.
     """
     cfg = state.config
     chex.assert_shape(batch.observations, (None, state.obs_dim))
     chex.assert_shape(batch.actions, (batch.observations.shape[0], state.action_dim))
     key, chain_key, target_noise_key, level_key, noise_key = jax.random.split(state.key, 5)
+    schedule = diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps)
+    temperature = entropy_temperature(state)
 
-    critic, target_critic_params, critic_aux = critic_update(state, batch, chain_key, target_noise_key)
+    log_prob_fn = None
+    if cfg.estimates_entropy:
+
+        def log_prob_fn(next_actions):
+            eps_fn = functools.partial(state.actor.apply_fn, {"params": state.actor.params})
+            entropy_key = jax.random.fold_in(chain_key, 1)  # the default key stream stays as it was
+            return losses.log_prob_estimate(
+                eps_fn,
+                batch.next_observations,
+                next_actions,
+                schedule.alpha_bars,
+                entropy_key,
+                cfg.entropy_draws,
+                min_log_prob=-state.action_dim * math.log(2.0),  # the uniform density on [-1, 1]^A
+            )
+
+    critic, target_critic_params, critic_aux = critic_update(
+        state, batch, chain_key, target_noise_key, log_prob_fn, temperature if cfg.max_entropy else None
+    )
 
     def q_fn(observations, actions):
         return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
 
     batch_size = batch.actions.shape[0]
-    schedule = diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps)
     actor_grads, actor_aux = jax.grad(losses.qsm_actor_loss, has_aux=True)(
         state.actor.params,
         state.actor.apply_fn,
@@ -175,7 +250,7 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         schedule.alpha_bars,
         cfg.alpha,
         target=cfg.score_target,
-        lam=cfg.lam,
+        lam=temperature if cfg.max_entropy else cfg.lam,
         grad_rms=losses.GradRMS(state.grad_sq, state.step + 1, cfg.grad_rms_decay),
         normalize_grad=cfg.normalize_grad,
     )
@@ -189,38 +264,72 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         step=state.step + 1,
         grad_sq=grad_sq,
     )
-    return new_state, {**critic_aux, **actor_aux}
+    entropy_aux = {}
+    if cfg.estimates_entropy:
+        new_state, entropy_aux = _entropy_steps(new_state, -critic_aux["log_prob"])
+    return new_state, {**critic_aux, **actor_aux, **entropy_aux}
+
+
+def _entropy_steps(state: QSMState, chain_entropy: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:
+    """The automatic temperature and the adaptive noise scale, each one Adam step of
+    ``losses.dual_loss`` toward ``target_entropy_scale * A``: the temperature holds the chain's
+    entropy there, the noise scale the entropy of chain + exploration noise."""
+    cfg = state.config
+    target = cfg.target_entropy_scale * state.action_dim
+
+    def dual_step(scalar: TrainState, entropy: jax.Array) -> TrainState:
+        grads = jax.grad(lambda p: losses.dual_loss(scalar.apply_fn({"params": p}), entropy, target))(scalar.params)
+        return scalar.apply_gradients(grads=grads)
+
+    explore_entropy = losses.entropy_with_noise(chain_entropy, exploration_std(state), state.action_dim)
+    aux = {
+        "temperature": jnp.asarray(entropy_temperature(state), jnp.float32),
+        "exploration_std": jnp.asarray(exploration_std(state), jnp.float32),
+        "explore_entropy": explore_entropy,
+    }
+    if state.temperature is not None:
+        state = state.replace(temperature=dual_step(state.temperature, chain_entropy))
+    if state.noise_scale is not None:
+        state = state.replace(noise_scale=dual_step(state.noise_scale, explore_entropy))
+    return state, aux
 
 
 def policy_sample(state: QSMState, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
     """Traceable policy sampling for use inside other jitted code (see ``sample_actions``).
 
     With ``config.num_action_samples = N > 1``, N chain samples are drawn per observation and the
-    one with the highest mean online Q is kept (best-of-N); N = 1 is the plain chain.
+    one with the highest mean online Q is kept (best-of-N); N = 1 is the plain chain. Without
+    ``explore`` (evaluation), ``config.eval_sampling`` picks the chain ("chain"), the chain with
+    no injected noise ("noise_free") or best of ``eval_candidates`` ("best_of_n").
 
     Args:
       state: agent.
       observations: (B, S).
       key: PRNG key.
-      explore: add ``config.exploration_noise`` Gaussian noise (after the best-of-N choice) and
-        re-clip (training actions).
+      explore: add the exploration noise (``exploration_std``: ``config.exploration_noise``, or
+        its adaptive scaling) after the best-of-N choice and re-clip (training actions).
 
     Returns:
       Actions in [-1, 1], (B, A).
     """
+    cfg = state.config
     chain_key, noise_key = jax.random.split(key)
-    n = state.config.num_action_samples
+    n, temperature = cfg.num_action_samples, None
+    if not explore and cfg.eval_sampling == "noise_free":
+        temperature = 0.0
+    elif not explore and cfg.eval_sampling == "best_of_n":
+        n = cfg.eval_candidates
     if n == 1:
-        actions = _chain(state, state.actor.params, observations, chain_key)
+        actions = _chain(state, state.actor.params, observations, chain_key, temperature)
     else:
         batch = observations.shape[0]
         tiled = jnp.tile(observations, (n, 1))  # (N * B, S), candidate i of obs b at row i * B + b
-        candidates = _chain(state, state.actor.params, tiled, chain_key)  # (N * B, A)
+        candidates = _chain(state, state.actor.params, tiled, chain_key, temperature)  # (N * B, A)
         q = state.critic.apply_fn({"params": state.critic.params}, tiled, candidates).mean(axis=0)
         best = jnp.argmax(q.reshape(n, batch), axis=0)  # (B,)
         actions = candidates.reshape(n, batch, -1)[best, jnp.arange(batch)]
     if explore:
-        noise = state.config.exploration_noise * jax.random.normal(noise_key, actions.shape)
+        noise = exploration_std(state) * jax.random.normal(noise_key, actions.shape)
         actions = jnp.clip(actions + noise, -1.0, 1.0)
     return actions
 

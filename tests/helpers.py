@@ -17,6 +17,18 @@ TINY_AGENT = qsm_jax.QSMConfig(
 TINY_FLAGS = ["--actor_hidden_dims=16,16", "--critic_hidden_dims=16,16", "--progress=false"]
 
 
+def random_batch(seed: int = 1, n: int = 32, terminals: float = 0.0) -> qsm_jax.Batch:
+    """n random transitions with 3-D observations and 2-D actions in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    return qsm_jax.Batch(
+        observations=rng.normal(size=(n, 3)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=rng.normal(size=(n, 3)).astype(np.float32),
+        terminals=np.full(n, terminals, np.float32),
+    )
+
+
 def _run_py(*args, **kwargs):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
     return subprocess.run(

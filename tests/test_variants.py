@@ -10,6 +10,8 @@ import pytest
 import qsm_jax
 from qsm_jax import diffusion, learner, losses
 
+from .helpers import random_batch as _batch
+
 A_STAR = np.array([0.3, -0.6], np.float32)
 
 
@@ -93,17 +95,6 @@ def test_running_rms_over_three_steps_by_hand():
     # m3 = 4.5 + 0.5*5 = 7, rms3 = sqrt(7/0.875).
     np.testing.assert_allclose(rmss, [2.0, np.sqrt(12.0), np.sqrt(8.0)], rtol=1e-6)
     np.testing.assert_allclose(mean_sq, 7.0, rtol=1e-6)
-
-
-def _batch(seed=1, n=32):
-    rng = np.random.default_rng(seed)
-    return qsm_jax.Batch(
-        observations=rng.normal(size=(n, 3)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        next_observations=rng.normal(size=(n, 3)).astype(np.float32),
-        terminals=np.zeros(n, np.float32),
-    )
 
 
 def test_train_step_threads_the_running_rms(tiny_config):

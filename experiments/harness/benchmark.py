@@ -56,6 +56,19 @@ ADDED_AGENT_SETTINGS = {
     "grad_rms_decay": 0.99,
     "num_action_samples": 1,
 }
+# QSM settings added later still (max-ent QSM, adaptive noise, evaluation protocol): left out of QSM
+# units' hashes only, since SAC has settings of the same names that its hashes always held.
+ADDED_QSM_SETTINGS = {
+    "entropy_temperature": 0.0,
+    "auto_temperature": False,
+    "target_entropy_scale": -1.0,
+    "temperature_lr": 3e-4,
+    "noise_lr": 3e-2,
+    "entropy_draws": 8,
+    "exploration": "fixed",
+    "eval_sampling": "chain",
+    "eval_candidates": 10,
+}
 _NONE = object()
 
 # Rough env steps/s of one unit pinned to one CPU core, used for time estimates until a unit of the
@@ -81,7 +94,8 @@ class Unit:
         their key."""
         d = self.config.to_dict()
         d = {k: v for k, v in d.items() if ADDED_RUN_SETTINGS.get(k, _NONE) != v}
-        d["agent"] = {k: v for k, v in d["agent"].items() if ADDED_AGENT_SETTINGS.get(k, _NONE) != v}
+        added = {**ADDED_AGENT_SETTINGS, **(ADDED_QSM_SETTINGS if self.config.algo == "qsm" else {})}
+        d["agent"] = {k: v for k, v in d["agent"].items() if added.get(k, _NONE) != v}
         text = json.dumps(d, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -105,7 +119,7 @@ def unit_of(record: dict) -> Unit:
     so ``unit_of(record).key == record["key"]`` for every unit this code can run."""
     config = {**ADDED_RUN_SETTINGS, **record["config"]}
     if config.get("algo", "qsm") == "qsm":
-        config["agent"] = {**ADDED_AGENT_SETTINGS, **config.get("agent", {})}
+        config["agent"] = {**ADDED_AGENT_SETTINGS, **ADDED_QSM_SETTINGS, **config.get("agent", {})}
     return Unit(RunConfig.from_dict(config))
 
 
