@@ -44,6 +44,7 @@ from qsm_jax.program.replay import replay_add, replay_init  # noqa: E402
 from qsm_jax.program.train import RunConfig, init_agents, seed_sharding  # noqa: E402
 
 FLAGS = flags.FLAGS
+SECTIONS = ("updates", "loops", "seeds", "variants", "envs", "dql", "entropy")
 flags.DEFINE_string("out", "results/speed.md", "Markdown report (a .json with the raw numbers goes beside it).")
 flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds; the best round is reported.")
 flags.DEFINE_integer("updates", 40, "Updates per timing of (a).")
@@ -52,7 +53,7 @@ flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
 flags.DEFINE_list(
     "sections",
-    ["updates", "loops", "seeds", "variants", "envs", "dql"],
+    list(SECTIONS),
     "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
 )
 flags.DEFINE_integer("buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).")
@@ -299,6 +300,43 @@ def bench_variants(hidden, obs_dim, action_dim, rounds, n, samples=(1, 8)):
     return _best_rate(timers, rounds)
 
 
+ENTROPY_OPTIONS = {
+    "reference (the paper)": {},
+    **{
+        f"max-ent, fixed temp, {d} draws": {"score_target": "mirror", "entropy_temperature": 0.1, "entropy_draws": d}
+        for d in (1, 2, 4, 8, 16)
+    },
+    "max-ent, automatic temp, 8 draws": {
+        "score_target": "mirror",
+        "entropy_temperature": 0.1,
+        "auto_temperature": True,
+    },
+    "adaptive noise, 8 draws": {"exploration": "adaptive"},
+    "max-ent auto + adaptive noise, 8 draws": {
+        "score_target": "mirror",
+        "entropy_temperature": 0.1,
+        "auto_temperature": True,
+        "exploration": "adaptive",
+    },
+}
+
+
+def bench_entropy(hidden, obs_dim, action_dim, rounds, n) -> dict:
+    """(h) Update cost of the max-ent and adaptive-noise options (the log pi estimate), side by side,
+    with XLA GFLOP per update."""
+    batch = jax.device_put(_batch(obs_dim, action_dim))
+    out, timers = {}, {}
+    for name, kwargs in ENTROPY_OPTIONS.items():
+        config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, **kwargs)
+        holder = {"state": qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
+        out[name] = {"gflop": _flops(qsm_jax.train_step.lower(holder["state"], batch).compile()) / 1e9}
+        holder["state"], _ = qsm_jax.train_step(holder["state"], batch)
+        timers[name] = _update_timer(holder, qsm_jax.train_step, batch, n)
+    for name, rate in _best_rate(timers, rounds).items():
+        out[name]["updates_per_s"] = rate
+    return out
+
+
 ENV_IDS = ("Walker2d-v4", "dm_control/walker-walk-v0", "Hopper-v4", "dm_control/cheetah-run-v0")
 
 
@@ -491,7 +529,7 @@ def main(argv):
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     json_path = os.path.splitext(FLAGS.out)[0] + ".json"
-    if set(FLAGS.sections) != {"updates", "loops", "seeds", "variants", "envs", "dql"} and os.path.exists(json_path):
+    if set(FLAGS.sections) != set(SECTIONS) and os.path.exists(json_path):
         with open(json_path) as f:
             kept = json.load(f)  # sections not measured now keep their numbers and provenance
         first = {k: kept[k] for k in ("command", "commit", "machine", "date")}
@@ -527,6 +565,9 @@ def main(argv):
     if "variants" in FLAGS.sections:
         print("variants ...", flush=True)
         report["variants"] = bench_variants((512, 512), obs_dim, action_dim, FLAGS.rounds, FLAGS.updates)
+    if "entropy" in FLAGS.sections:
+        print("entropy ...", flush=True)
+        report["entropy"] = bench_entropy((512, 512), obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
         json.dump(report, f, indent=2)
@@ -649,7 +690,29 @@ def render(r: dict) -> str:
                 f"| {base} | {q['updates_per_s']:.1f} | {d['updates_per_s']:.1f} | "
                 f"**{q['updates_per_s'] / d['updates_per_s']:.2f}x** | {q['gflop']:.2f} | {d['gflop']:.2f} |"
             )
+    if "entropy" in r:
+        lines += _render_entropy(r)
     return "\n".join(lines) + "\n"
+
+
+def _render_entropy(r: dict) -> list[str]:
+    p = r.get("provenance", {}).get("entropy", r)
+    lines = [
+        "",
+        "## (h) Max-ent QSM and adaptive noise: the cost of estimating log pi (512x512, Walker2d-v4 sizes)",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+        "round by round and the best round is kept. The estimate runs the denoiser on B x T x draws noised",
+        "actions (256 x 5 x draws) per update; the reverse chain of the critic target runs it on B x T.",
+        "",
+        "| option | updates/s | vs the paper's update | XLA GFLOP/update |",
+        "|---|---|---|---|",
+    ]
+    v = r["entropy"]
+    base = v["reference (the paper)"]["updates_per_s"]
+    for name, m in v.items():
+        lines.append(f"| {name} | {m['updates_per_s']:.1f} | {m['updates_per_s'] / base:.2f}x | {m['gflop']:.2f} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def mode_mass(actions: np.ndarray) -> np.ndarray:
 def train_on_bandit(
     algo: str, config: Any, *, updates: int = 3000, batch_size: int = 256, collect_every: int = 25, seed: int = 0
 ) -> tuple[Any, dict[str, Any]]:
-    """Trains ``algo`` with ``config`` on the bandit; returns (state, summary of 4096 policy samples)."""
+    """Trains ``algo`` with ``config`` on the bandit; returns (state, summary of 4096 policy samples
+    and the last update's metrics)."""
     algorithm = get_algorithm(algo)
     state = algorithm.create_train_state(jax.random.key(seed), 1, 2, config)
     sample = jax.jit(algorithm.policy_sample, static_argnames="explore")
@@ -55,7 +56,7 @@ def train_on_bandit(
         pool = np.concatenate(data)
         actions = pool[rng.integers(0, len(pool), batch_size)]
         batch = Batch(obs, actions, reward(actions).astype(np.float32), obs, np.ones(batch_size, np.float32))
-        state, _ = algorithm.train_step(state, batch)
+        state, metrics = algorithm.train_step(state, batch)
     explore = _EXPLORE_FOR_DISTRIBUTION[algo]
     samples = np.asarray(sample(state, np.ones((4096, 1), np.float32), jax.random.key(seed + 2), explore=explore))
     mass = mode_mass(samples)
@@ -66,4 +67,5 @@ def train_on_bandit(
         "mode_mass": mass.tolist(),
         "modes_held": int((mass >= 0.1).sum()),
         "at_walls": float((np.abs(samples) > 0.98).any(-1).mean()),
+        "metrics": {k: float(v) for k, v in metrics.items()},
     }
