@@ -22,6 +22,7 @@ BENCH = [
     "scipy>=1.10",  # Student-t intervals in the report
 ]
 WANDB = ["wandb>=0.17"]  # optional logging to Weights & Biases (--wandb_project)
+CLUSTER = ["ray>=2.9", "submitit>=1.5"]  # the benchmark queue on a Ray cluster or on Slurm (--launcher)
 DEV = ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5"]
 
 setup(
@@ -40,7 +41,8 @@ setup(
         "train": TRAIN,  # the program: experiments/run.py and qsm_jax.program.train
         "bench": TRAIN + BENCH,  # the learning benchmark and its report
         "wandb": WANDB,
-        "dev": TRAIN + BENCH + WANDB + DEV,
+        "cluster": TRAIN + BENCH + CLUSTER,
+        "dev": TRAIN + BENCH + WANDB + CLUSTER + DEV,
     },
     classifiers=[
         "Programming Language :: Python :: 3",

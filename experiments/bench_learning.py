@@ -54,6 +54,28 @@ flags.DEFINE_string(
     "",
     "Add the unit files of this folder or tar archive (e.g. from experiments/device_units.sh) to --units_dir.",
 )
+flags.DEFINE_enum(
+    "launcher",
+    "local",
+    ["local", "ray", "slurm"],
+    "Where pending units run: 'local' (one process per core here), 'ray' (a Ray cluster), 'slurm' (submitit).",
+)
+flags.DEFINE_string("ray_address", "", "--launcher=ray: a running cluster's address; '' starts a local one.")
+flags.DEFINE_integer("ray_num_cpus", 0, "--launcher=ray without an address: CPUs of the local instance (0 = all).")
+flags.DEFINE_float("gpus_per_unit", 0.0, "--launcher=ray/slurm: GPUs per unit (a fraction shares one GPU on Ray).")
+flags.DEFINE_string(
+    "cluster_runs_dir",
+    "",
+    "--launcher=ray/slurm: a run folder every worker can write, so a retried unit resumes from its checkpoint "
+    "('' = private to each worker for Ray: a retried unit starts over; --runs_dir for Slurm).",
+)
+flags.DEFINE_string("slurm_partition", "", "--launcher=slurm: partition ('' = the cluster's default).")
+flags.DEFINE_integer("slurm_time_min", 180, "--launcher=slurm: time limit per unit, minutes (a unit requeues past it).")
+flags.DEFINE_float("slurm_mem_gb", 8.0, "--launcher=slurm: memory per unit, GB.")
+flags.DEFINE_integer("slurm_array_parallelism", 64, "--launcher=slurm: array tasks running at once.")
+flags.DEFINE_string(
+    "slurm_cluster", "", "--launcher=slurm: '' (Slurm if sbatch exists), 'slurm', or 'local' (submitit's local jobs)."
+)
 flags.DEFINE_string("unit", "", "Run this one unit key of --suite in this process (used by the runner).")
 flags.DEFINE_bool("git_commit", False, "git-commit each unit file as soon as it is written.")
 flags.DEFINE_string("units_dir", benchmark.UNITS_DIR, "Where unit files are read and written.")
@@ -171,13 +193,71 @@ def _commit(path: str, message: str) -> None:
     logging.warning("could not commit %s: %s", path, commit.stderr.strip())
 
 
-def _run_pending(units: list[benchmark.Unit]) -> None:
+def _pending_order(units: list[benchmark.Unit]) -> list[benchmark.Unit]:
     keys = FLAGS.units or None
     if keys is None and FLAGS.suite == [benchmark.QUEUE_NAME]:
         keys = [u.key for _, group in benchmark.queue_order(FLAGS.units_dir) for u in group]
     order = benchmark.run_order(units, FLAGS.units_dir, keys)
-    if FLAGS.max_units:
-        order = order[: FLAGS.max_units]
+    return order[: FLAGS.max_units] if FLAGS.max_units else order
+
+
+def _received(unit: benchmark.Unit, record: dict) -> None:
+    """A record a cluster worker returned: written (and committed) unless a file of its key exists."""
+    if record.get("key") != unit.key or benchmark.unit_of(record).key != unit.key:
+        print(f"FAILED   {unit.key}: the worker returned a record of another unit or code", flush=True)
+        return
+    path = unit.path(FLAGS.units_dir)
+    if os.path.exists(path):
+        print(f"skipped  {unit.key}: already in {FLAGS.units_dir}", flush=True)
+        return
+    benchmark.write_unit(record, path)
+    host = record.get("machine", {}).get("host", "?")
+    print(f"done     {unit.key}: final return {record['final_return']:.1f} (on {host})", flush=True)
+    if FLAGS.git_commit:
+        _commit(path, f"Learning unit {unit.key}: final return {record['final_return']:.1f}")
+
+
+def _run_on_cluster(order: list[benchmark.Unit]) -> None:
+    """--launcher=ray or slurm: the units as tasks of the cluster, their records written here."""
+    from harness import launchers
+
+    code_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = benchmark.code_version()
+    print(f"{len(order)} unit(s) to run through {FLAGS.launcher} (commit {code['commit'][:12]})", flush=True)
+
+    def failed(unit, message):
+        print(f"FAILED   {unit.key}: {message}", flush=True)
+
+    commit = code["commit"] + ("+dirty" if code["dirty"] else "")  # workers' copies have no .git
+    common = {"code_dir": code_dir, "commit": commit, "on_record": _received, "on_error": failed}
+    if FLAGS.launcher == "ray":
+        launchers.run_ray(
+            order,
+            address=FLAGS.ray_address,
+            num_cpus=FLAGS.ray_num_cpus or None,
+            gpus_per_unit=FLAGS.gpus_per_unit,
+            runs_dir=FLAGS.cluster_runs_dir or None,
+            **common,
+        )
+    else:
+        launchers.run_slurm(
+            order,
+            folder=os.path.join(os.path.abspath(FLAGS.runs_dir), "submitit"),
+            runs_dir=FLAGS.cluster_runs_dir or os.path.abspath(FLAGS.runs_dir),
+            cluster=FLAGS.slurm_cluster,
+            partition=FLAGS.slurm_partition,
+            time_min=FLAGS.slurm_time_min,
+            mem_gb=FLAGS.slurm_mem_gb,
+            gpus_per_unit=FLAGS.gpus_per_unit,
+            array_parallelism=FLAGS.slurm_array_parallelism,
+            **common,
+        )
+
+
+def _run_pending(units: list[benchmark.Unit]) -> None:
+    order = _pending_order(units)
+    if FLAGS.launcher != "local":
+        return _run_on_cluster(order)
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     workers = FLAGS.workers or len(cores)
     deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")

@@ -35,6 +35,7 @@ from absl import app, flags  # noqa: E402
 from flax.training.train_state import TrainState  # noqa: E402
 
 import qsm_jax  # noqa: E402
+from harness.files import write_results  # noqa: E402
 from qsm_jax import diffusion
 from qsm_jax.algorithms import ALGORITHMS  # noqa: E402
 from qsm_jax.networks import MLP, FourierFeatures  # noqa: E402
@@ -568,11 +569,7 @@ def main(argv):
     if "entropy" in FLAGS.sections:
         print("entropy ...", flush=True)
         report["entropy"] = bench_entropy((512, 512), obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
-    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    with open(FLAGS.out, "w") as f:
-        f.write(render(report))
+    write_results(FLAGS.out, report, render(report))
     print(render(report))
 
 

@@ -25,11 +25,18 @@ def _resolved(*flags: str) -> RunConfig:
     return RunConfig.from_dict(json.loads(out.stdout))
 
 
-@pytest.mark.parametrize(("name", "label"), [("qsm_paper", "QSM"), ("qsm_mirror", "QSM-mirror")])
-def test_flagfile_resolves_to_the_units_settings(name, label):
+@pytest.mark.parametrize(
+    ("name", "label", "suite"),
+    [
+        ("qsm_paper", "QSM", "variants100k"),
+        ("qsm_mirror", "QSM-mirror", "variants100k"),
+        ("qsm_maxent", "QSM-maxent", "maxent100k"),
+    ],
+)
+def test_flagfile_resolves_to_the_units_settings(name, label, suite):
     config = _resolved(f"--flagfile=configs/{name}.flags", "--env=Hopper-v4")
     assert benchmark.label(config) == label  # the agent settings of the units labelled so
-    unit = next(u for u in benchmark.suite_units("variants100k") if benchmark.label(u.config) == label)
+    unit = next(u for u in benchmark.suite_units(suite) if benchmark.label(u.config) == label)
     assert config.agent == unit.config.agent and config.env == "Hopper-v4"
     text = open(os.path.join(ROOT, "configs", f"{name}.flags")).read()
     assert f'labelled "{label}"' in text  # the comment names the units that measured it

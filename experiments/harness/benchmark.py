@@ -160,8 +160,19 @@ def _grid(algos, envs, seeds, max_steps, agent=None, **run) -> list[Unit]:
 
 VARIANT_NORM = {"normalize_grad": True, "alpha": 1.0}
 VARIANT_MIRROR = {"score_target": "mirror", "lam": 1.0, "normalize_grad": True, "num_action_samples": 8}
+# Max-ent QSM (docs/algorithm.md, "Maximum-entropy QSM"), one setting for every task, chosen a priori:
+# the mirror variant's target and best-of-8 acting, its tilt set by the automatic temperature (SAC's
+# initial value 1 and target entropy -A) instead of a normalised gradient; 2 noise draws per level
+# keep the update at 0.67x the paper's rate (results/speed.md, (h)).
+VARIANT_MAXENT = {
+    "score_target": "mirror",
+    "entropy_temperature": 1.0,
+    "auto_temperature": True,
+    "entropy_draws": 2,
+    "num_action_samples": 8,
+}
 # Named QSM variants (README, "QSM variants"; configs/qsm_*.flags hold the same settings for run.py).
-VARIANTS = {"QSM-norm": VARIANT_NORM, "QSM-mirror": VARIANT_MIRROR}
+VARIANTS = {"QSM-norm": VARIANT_NORM, "QSM-mirror": VARIANT_MIRROR, "QSM-maxent": VARIANT_MAXENT}
 DMC_TASKS = ("dm_control/walker-walk-v0", "dm_control/walker-run-v0", "dm_control/cheetah-run-v0")
 SEEDS = (0, 1, 2)
 
@@ -181,6 +192,12 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     "dmc100k": lambda: (
         _grid(("qsm", "sac", "td3"), DMC_TASKS, SEEDS, 100_000)
         + _grid(("qsm",), DMC_TASKS, SEEDS, 100_000, agent=VARIANT_MIRROR)
+    ),
+    # Max-ent QSM with the automatic temperature beside the mirror variant and SAC (the variants100k units).
+    "maxent100k": lambda: (
+        _grid(("qsm",), ("Walker2d-v4", "Hopper-v4"), SEEDS, 100_000, agent=VARIANT_MAXENT)
+        + _grid(("qsm",), ("Walker2d-v4", "Hopper-v4"), SEEDS, 100_000, agent=VARIANT_MIRROR)
+        + _grid(("sac",), ("Walker2d-v4", "Hopper-v4"), SEEDS, 100_000)
     ),
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
@@ -226,8 +243,9 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
         "3. QSM as published and the mirror variant on gym MuJoCo",
         lambda: _labelled("core100k", "QSM")() + _labelled("variants100k", "QSM-mirror")(),
     ),
-    ("4. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
-    ("5. the normalised-alpha variant on gym MuJoCo", _labelled("variants100k", "QSM-norm")),
+    ("4. max-ent QSM with the automatic temperature on gym MuJoCo", _labelled("maxent100k", "QSM-maxent")),
+    ("5. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
+    ("6. the normalised-alpha variant on gym MuJoCo", _labelled("variants100k", "QSM-norm")),
 )
 
 
@@ -292,11 +310,12 @@ def _git(*args: str) -> str:
 def code_version() -> dict[str, Any]:
     """The commit of the code that runs (the checkout holding this package) and whether tracked
     files differ from it. A copy with no git history (a lent accelerator machine's) takes the commit
-    from ``QSM_JAX_COMMIT``, set by the script that checked the copy was committed
-    (``experiments/device/command.sh``)."""
+    from ``QSM_JAX_COMMIT`` (suffixed "+dirty" for uncommitted changes), set by whoever made the copy
+    (``experiments/device/command.sh``, the cluster launchers)."""
     commit = _git("rev-parse", "HEAD")
     if not commit:
-        return {"commit": os.environ.get("QSM_JAX_COMMIT") or "unknown", "dirty": False}
+        given = os.environ.get("QSM_JAX_COMMIT") or "unknown"
+        return {"commit": given.removesuffix("+dirty"), "dirty": given.endswith("+dirty")}
     return {"commit": commit, "dirty": bool(_git("status", "--porcelain", "-uno"))}
 
 
@@ -311,7 +330,12 @@ def machine() -> dict[str, Any]:
     import jax
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "devices": [str(d.device_kind) for d in jax.devices()]}
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "devices": [str(d.device_kind) for d in jax.devices()],
+        "host": platform.node(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -388,13 +412,18 @@ def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, p
     # The first row after start includes compilation; the median ignores it.
     steps_per_s = float(np.median(rates)) if rates else unit.config.max_steps / wall
     record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from, code)
-    os.makedirs(units_dir, exist_ok=True)
+    write_unit(record, path)
+    return record
+
+
+def write_unit(record: dict, path: str) -> None:
+    """Writes a unit record atomically (a killed writer leaves no half file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
-    return record
 
 
 def load_unit(path: str) -> dict:
