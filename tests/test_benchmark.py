@@ -298,10 +298,11 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    heads = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.", "5.")]
-    assert [h.split(":")[-1].strip() for h in heads] == ["0/27 done", "0/9 done", "0/12 done", "0/6 done", "0/6 done"]
+    heads = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.", "5.", "6.")]
+    expected = ["0/27 done", "0/9 done", "0/12 done", "0/6 done", "0/6 done", "0/6 done"]
+    assert [h.split(":")[-1].strip() for h in heads] == expected
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 60 and pending[0].startswith("td3_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert len(pending) == 66 and pending[0].startswith("td3_dm_control") and pending[-1].startswith("qsm_Hopper")
 
 
 @pytest.mark.skipif(
@@ -417,3 +418,27 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
     assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer  # every QSM seed far below every SAC seed
     assert "the mirror variant beats SAC (P(QSM-mirror > SAC) = 1.00" in answer
     assert "TD3 trails SAC" in answer or "TD3 matches SAC" in answer
+
+
+def test_learned_temperature_is_recorded_and_reported(tmp_path):
+    """A QSM-maxent unit keeps its temperature trajectory (from the train metric rows); the report
+    shows it per seed. Other units record none."""
+    from harness import report
+
+    unit = next(u for u in benchmark.suite_units("maxent100k") if benchmark.label(u.config) == "QSM-maxent")
+    rows = [
+        {"step": s, "temperature": 1.0 / (1 + s / 10_000), "env_steps_per_s": 30.0} for s in range(1000, 100_001, 1000)
+    ]
+    record = benchmark.unit_record(unit, [{"step": 100_000, "returns": [1.0]}], 1.0, 1.0, 0, train_rows=rows)
+    assert len(record["temperature"]) == 100 and record["temperature"][0] == {
+        "step": 1000,
+        "temperature": rows[0]["temperature"],
+    }
+    sac = next(u for u in benchmark.suite_units("maxent100k") if u.config.algo == "sac")
+    assert "temperature" not in benchmark.unit_record(
+        sac, [{"step": 1, "returns": [0.0]}], 1.0, 1.0, 0, train_rows=rows
+    )
+    cells = {(unit.config.env, "QSM-maxent"): [record]}
+    lines = report._temperature_lines(cells, [unit.config.env], ["QSM-maxent"])
+    assert any(f"| {unit.config.env} | QSM-maxent | {unit.config.seed} | 0.909 (1k)" in line for line in lines)
+    assert lines[-1].endswith("0.0909 (100k) |")

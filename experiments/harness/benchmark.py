@@ -358,9 +358,15 @@ def unit_record(
     steps_per_s: float,
     resumed_from: int,
     code: dict[str, Any] | None = None,
+    train_rows: list[dict] | None = None,
 ) -> dict:
     """The JSON content of a finished unit's file. ``code`` is ``code_version()`` taken when the
-    unit started (default: now)."""
+    unit started (default: now). With ``train_rows`` (the run's ``train`` metric rows) from an agent
+    that learns its max-ent temperature, the record keeps its trajectory ("temperature")."""
+    extra = {}
+    if getattr(unit.config.agent, "auto_temperature", False):
+        rows = [{"step": r["step"], "temperature": r["temperature"]} for r in train_rows or () if "temperature" in r]
+        extra["temperature"] = rows[:: max(1, len(rows) // 100)]
     return {
         "schema": SCHEMA,
         "key": unit.key,
@@ -380,6 +386,7 @@ def unit_record(
         "wall_seconds": round(wall_seconds, 1),
         "env_steps_per_s": round(steps_per_s, 2),
         "resumed_from_step": resumed_from,
+        **extra,
     }
 
 
@@ -408,10 +415,11 @@ def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, p
     start = time.time()
     result = train_and_evaluate(unit.config, workdir, progress=progress)
     wall = time.time() - start
-    rates = [r["env_steps_per_s"] for r in read_metrics(workdir, "train")]
+    train_rows = read_metrics(workdir, "train")
+    rates = [r["env_steps_per_s"] for r in train_rows]
     # The first row after start includes compilation; the median ignores it.
     steps_per_s = float(np.median(rates)) if rates else unit.config.max_steps / wall
-    record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from, code)
+    record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from, code, train_rows)
     write_unit(record, path)
     return record
 

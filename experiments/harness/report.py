@@ -195,6 +195,25 @@ def _walls(records: list[dict]) -> str:
     return ", ".join("-" if w is None else f"{100 * w:.0f}%" for w in shares)
 
 
+def _temperature_lines(cells: dict, envs: list[str], algos: list[str]) -> list[str]:
+    """The automatic temperature's trajectory of the units that learn it: per seed, its value at a
+    quarter, half and the end of training (from the unit's "temperature" record)."""
+    lines = []
+    for env in envs:
+        for algo in algos:
+            for r in cells.get((env, algo), []):
+                path = r.get("temperature") if isinstance(r, dict) else None
+                if not path:
+                    continue
+                marks = [path[min(len(path) - 1, int(f * len(path)))] for f in (0.0, 0.25, 0.5, 1.0)]
+                text = " -> ".join(f"{m['temperature']:.3g} ({m['step'] // 1000}k)" for m in marks)
+                lines.append(f"| {env} | {algo} | {r['seed']} | {text} |")
+    if not lines:
+        return []
+    head = ["", "Automatic temperature over training (max-ent QSM):", "", "| env | algorithm | seed | temperature |"]
+    return head + ["|---|---|---|---|"] + lines
+
+
 def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     """The markdown section of one suite; writes its plots into ``out_dir``."""
     units = benchmark.suite_units(name)
@@ -241,6 +260,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
                 f"| {env} | {algo} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
                 f"| {aucs} | {_walls(recs)} | {public} | {pend_text} |"
             )
+    lines += _temperature_lines(cells, envs, algos)
     names = [f"{a} = QSM with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS]
     if names:
         lines += ["", f"QSM = QSM as published (the reference settings); {'; '.join(names)}."]
