@@ -46,7 +46,7 @@ bench-list: $(STAMP)
 	$(PY) experiments/bench_learning.py --suite=$(SUITE) --list
 
 report: $(STAMP)
-	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k,dmc100k,maxent100k --readme=README.md,docs/variants.md
+	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k,dmc100k,maxent100k,scale100k --readme=README.md,docs/variants.md
 
 lint: $(STAMP)
 	$(PY) -m ruff check qsm_jax experiments tests

@@ -245,26 +245,29 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_papers_comparison_first_then_the_variant_then_gym_mujoco():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [27, 9, 12, 6, 6, 6]
+    assert [len(units) for _, units in items] == [27, 9, 12, 6, 18, 6, 6]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"QSM", "SAC", "TD3"},
         {"QSM-mirror"},
         {"QSM", "QSM-mirror"},
         {"QSM-maxent"},
+        {"QSM", "QSM-mirror", "SAC"},
         {"DQL"},
         {"QSM-norm"},
     ]
     dmc = set(benchmark.DMC_TASKS)
     assert all(u.config.env in dmc for _, units in items[:2] for u in units)
-    assert all(u.config.env in ("Walker2d-v4", "Hopper-v4") for _, units in items[2:] for u in units)
+    gym = ("Walker2d-v4", "Hopper-v4")
+    assert all(u.config.env in gym for i, (_, units) in enumerate(items) if i >= 2 and i != 4 for u in units)
+    assert {u.config.env for u in items[4][1]} == {"Ant-v4", "Humanoid-v4"}
     # The variant on DMC is the variants100k mirror unit config, only the env differs (no per-task tuning).
     mirror = benchmark.make_unit("qsm", "Walker2d-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR)
     assert {u.config.agent for u in items[1][1]} == {mirror.config.agent}
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # `--suite=queue` is every unit of the items, each once; done units leave the order.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 66
+    assert len(queue) == len({u.key for u in queue}) == 84
     # dmc100k kept the keys of its units that ran before the variant joined it.
     dmc_keys = {u.key for u in benchmark.suite_units("dmc100k")}
     assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 36
@@ -298,11 +301,11 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    heads = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.", "5.", "6.")]
-    expected = ["0/27 done", "0/9 done", "0/12 done", "0/6 done", "0/6 done", "0/6 done"]
+    heads = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.", "5.", "6.", "7.")]
+    expected = ["0/27 done", "0/9 done", "0/12 done", "0/6 done", "0/18 done", "0/6 done", "0/6 done"]
     assert [h.split(":")[-1].strip() for h in heads] == expected
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 66 and pending[0].startswith("td3_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert len(pending) == 84 and pending[0].startswith("td3_dm_control") and pending[-1].startswith("qsm_Hopper")
 
 
 @pytest.mark.skipif(

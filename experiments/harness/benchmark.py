@@ -199,6 +199,11 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
         + _grid(("qsm",), ("Walker2d-v4", "Hopper-v4"), SEEDS, 100_000, agent=VARIANT_MIRROR)
         + _grid(("sac",), ("Walker2d-v4", "Hopper-v4"), SEEDS, 100_000)
     ),
+    # Bigger action spaces (the review's question on scale): Ant-v4 (8 action dims) and Humanoid-v4 (17).
+    "scale100k": lambda: (
+        _grid(("qsm", "sac"), ("Ant-v4", "Humanoid-v4"), SEEDS, 100_000)
+        + _grid(("qsm",), ("Ant-v4", "Humanoid-v4"), SEEDS, 100_000, agent=VARIANT_MIRROR)
+    ),
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
         ("qsm", "sac", "td3", "dql"),
@@ -244,8 +249,9 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
         lambda: _labelled("core100k", "QSM")() + _labelled("variants100k", "QSM-mirror")(),
     ),
     ("4. max-ent QSM with the automatic temperature on gym MuJoCo", _labelled("maxent100k", "QSM-maxent")),
-    ("5. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
-    ("6. the normalised-alpha variant on gym MuJoCo", _labelled("variants100k", "QSM-norm")),
+    ("5. QSM, the mirror variant and SAC in bigger action spaces (Ant-v4, Humanoid-v4)", lambda: SUITES["scale100k"]()),
+    ("6. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
+    ("7. the normalised-alpha variant on gym MuJoCo", _labelled("variants100k", "QSM-norm")),
 )
 
 

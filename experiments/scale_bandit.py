@@ -1,0 +1,189 @@
+"""How QSM scales with the action dimension: the d-dimensional four-peak bandit (harness.bandit.scaled).
+
+    python experiments/scale_bandit.py       # writes results/scale.md, scale.json and scale.png
+
+For each d, agent and seed: the same update budget through each agent's public train_step, once with
+its learned critic and once with the exact reward gradient in place of the critic (Q = r on this
+one-step task), which separates the critic's error from the policy's. Reported: reward of 4096 policy
+samples as a fraction of the optimum (1), optima held (mass >= 0.1 within one width of a peak), the
+share of action dimensions at the walls (|a| > 0.98), and the uniform policy's reward for scale.
+
+Runs already in the JSON file (same settings) are kept, so an interrupted sweep resumes; the
+markdown says how many of the planned runs are done.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from harness import bandit  # noqa: E402
+from harness.benchmark import VARIANT_MIRROR, VARIANT_NORM  # noqa: E402
+from harness.files import write_results  # noqa: E402
+from qsm_jax import QSMConfig  # noqa: E402
+from qsm_jax.baselines.dql import DQLConfig  # noqa: E402
+from qsm_jax.baselines.sac import SACConfig  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "results/scale.md", "Markdown report (JSON and PNG beside it).")
+flags.DEFINE_list("dims", ["2", "6", "17", "38"], "Action dimensions d.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+flags.DEFINE_integer("updates", 2000, "Updates per run (every agent, every d).")
+flags.DEFINE_list("agents", [], "Agents to run (default: every one of AGENTS).")
+flags.DEFINE_float("time_budget", 0.0, "Minutes; no run starts after this (0 = none). Rerun to resume.")
+
+SMALL = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
+# Reference settings for every agent; the variants exactly as the learning benchmark runs them.
+AGENTS = {
+    "QSM": ("qsm", QSMConfig(**SMALL)),
+    "QSM-mirror": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR)),
+    "QSM-norm": ("qsm", QSMConfig(**SMALL, **VARIANT_NORM)),
+    "DQL": ("dql", DQLConfig(**SMALL)),
+    "SAC": ("sac", SACConfig(**SMALL)),
+}
+CRITICS = ("learned", "exact")
+
+
+def run_key(agent: str, dim: int, seed: int, critic: str) -> str:
+    return f"{agent}|d{dim}|s{seed}|{critic}"
+
+
+def one_run(agent: str, dim: int, seed: int, critic: str, updates: int) -> dict:
+    algo, config = AGENTS[agent]
+    start = time.time()
+    _, s = bandit.train_on_bandit(
+        algo, config, updates=updates, seed=seed, bandit=bandit.scaled(dim), exact_gradient=critic == "exact"
+    )
+    return {
+        "agent": agent,
+        "dim": dim,
+        "seed": seed,
+        "critic": critic,
+        "reward": s["mean_reward"],
+        "uniform_reward": s["uniform_reward"],
+        "modes_held": s["modes_held"],
+        "dims_at_walls": s["dims_at_walls"],
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def _runs_of(report: dict, agent: str, dim: int, critic: str) -> list[dict]:
+    return [r for r in report["runs"].values() if (r["agent"], r["dim"], r["critic"]) == (agent, dim, critic)]
+
+
+def render(report: dict) -> str:
+    runs = report["runs"]
+    planned = len(report["plan"])
+    lines = [
+        "# QSM as the action dimension grows: the d-dimensional four-peak bandit",
+        "",
+        f"- command: `{report['command']}` (resumes; runs kept from commits: {', '.join(report['commits'])})",
+        f"- {report['updates']} updates per run, 64x64 networks, batch 256; {len(runs)} of {planned} planned runs "
+        f"done{'' if len(runs) == planned else ' (PARTIAL: the others are pending)'}",
+        "- reward: mean reward of 4096 policy samples (the optimum is 1); held: optima with mass >= 0.1 within "
+        "one width; walls: share of action dimensions with |a| > 0.98; exact: the critic replaced by the "
+        "reward (exact grad_a Q)",
+        "- cells: mean over the seeds done [min, max], then the seeds counted",
+        "",
+        "| d | agent | reward, learned critic | reward, exact gradient | held (learned / exact) "
+        "| walls (learned / exact) | uniform policy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    dims = sorted({int(d) for d in report["dims"]})
+    for d in dims:
+        for agent in AGENTS:
+            cells = {c: _runs_of(report, agent, d, c) for c in CRITICS}
+            if not any(cells.values()):
+                lines.append(f"| {d} | {agent} | pending | pending | - | - | - |")
+                continue
+
+            def stat(rs, field, fmt="{:.2f}"):
+                if not rs:
+                    return "pending"
+                v = [r[field] for r in rs]
+                return f"{fmt.format(np.mean(v))} [{fmt.format(min(v))}, {fmt.format(max(v))}] ({len(v)})"
+
+            uniform = np.mean([r["uniform_reward"] for c in CRITICS for r in cells[c]])
+            held = " / ".join(stat(cells[c], "modes_held", "{:.1f}").split(" [")[0] for c in CRITICS)
+            walls = " / ".join(stat(cells[c], "dims_at_walls").split(" [")[0] for c in CRITICS)
+            lines.append(
+                f"| {d} | {agent} | {stat(cells['learned'], 'reward')} | {stat(cells['exact'], 'reward')} "
+                f"| {held} | {walls} | {uniform:.3f} |"
+            )
+    lines += ["", f"![reward vs d]({os.path.splitext(os.path.basename(FLAGS.out))[0]}.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    dims = sorted({int(d) for d in report["dims"]})
+    for i, agent in enumerate(AGENTS):
+        for critic, style in zip(CRITICS, ("-", "--"), strict=True):
+            xs, ys = [], []
+            for d in dims:
+                v = [r["reward"] for r in _runs_of(report, agent, d, critic)]
+                if v:
+                    xs.append(d)
+                    ys.append(np.mean(v))
+            if xs:
+                label = f"{agent} ({critic} critic)" if critic == "learned" else f"{agent} (exact gradient)"
+                ax.plot(xs, ys, style, marker="o", color=f"C{i}", label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set_xlabel("action dimension d")
+    ax.set_ylabel("reward (optimum 1)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Four-peak bandit: policy quality vs action dimension", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    import json
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    json_path = os.path.splitext(FLAGS.out)[0] + ".json"
+    dims, seeds = [int(d) for d in FLAGS.dims], [int(s) for s in FLAGS.seeds]
+    # Seed-major: a partial sweep covers every d and agent early.
+    unknown = set(FLAGS.agents) - set(AGENTS)
+    if unknown:
+        sys.exit(f"scale_bandit.py: error: --agents: {', '.join(sorted(unknown))} not one of {', '.join(AGENTS)}")
+    agents = FLAGS.agents or list(AGENTS)
+    plan = [run_key(a, d, s, c) for s in seeds for d in dims for a in agents for c in CRITICS]
+    runs, commits = {}, []
+    if os.path.exists(json_path):
+        with open(json_path) as f:
+            kept = json.load(f)
+        if kept.get("updates") == FLAGS.updates:
+            runs, commits = kept["runs"], kept["commits"]
+    commits = list(dict.fromkeys([*commits, commit]))
+    report = {"command": "python " + " ".join(sys.argv), "commits": commits, "updates": FLAGS.updates}
+    report.update(dims=dims, plan=plan, runs=runs)
+    deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")
+    for key in plan:
+        if key in runs:
+            continue
+        if time.time() >= deadline:
+            print("time budget spent; rerun to resume", flush=True)
+            break
+        agent, d, s, critic = key.split("|")
+        runs[key] = {**one_run(agent, int(d[1:]), int(s[1:]), critic, FLAGS.updates), "commit": commit}
+        print(key, f"reward {runs[key]['reward']:.3f}", f"({runs[key]['seconds']} s)", flush=True)
+        plot(report, os.path.splitext(FLAGS.out)[0] + ".png")
+        write_results(FLAGS.out, report, render(report))
+
+
+if __name__ == "__main__":
+    app.run(main)
