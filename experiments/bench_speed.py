@@ -45,7 +45,7 @@ from qsm_jax.program.replay import replay_add, replay_init  # noqa: E402
 from qsm_jax.program.train import RunConfig, init_agents, seed_sharding  # noqa: E402
 
 FLAGS = flags.FLAGS
-SECTIONS = ("updates", "loops", "seeds", "variants", "envs", "dql", "entropy")
+SECTIONS = ("updates", "loops", "seeds", "variants", "envs", "dql", "entropy", "depth")
 flags.DEFINE_string("out", "results/speed.md", "Markdown report (a .json with the raw numbers goes beside it).")
 flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds; the best round is reported.")
 flags.DEFINE_integer("updates", 40, "Updates per timing of (a).")
@@ -338,6 +338,35 @@ def bench_entropy(hidden, obs_dim, action_dim, rounds, n) -> dict:
     return out
 
 
+DEPTH_AGENTS = {
+    "QSM": ("qsm", {}),
+    "QSM-mirror": ("qsm", {"score_target": "mirror", "lam": 1.0, "normalize_grad": True}),
+    "DQL": ("dql", {}),
+}
+
+
+def bench_depth(hidden, obs_dim, action_dim, rounds, n, depths=(5, 10, 20, 50)) -> dict:
+    """(i) Update cost vs the diffusion depth T for QSM (paper, mirror target) and Diffusion-QL,
+    side by side: updates/s and XLA GFLOP per update. The mirror variant's best-of-8 is an acting
+    cost, left out here (see (e))."""
+    batch = jax.device_put(_batch(obs_dim, action_dim))
+    out, timers = {}, {}
+    for steps in depths:
+        for name, (algo, kwargs) in DEPTH_AGENTS.items():
+            algorithm = ALGORITHMS[algo]
+            config = algorithm.config_cls(
+                actor_hidden_dims=hidden, critic_hidden_dims=hidden, diffusion_steps=steps, **kwargs
+            )
+            key = f"T={steps} {name}"
+            holder = {"state": algorithm.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
+            out[key] = {"gflop": _flops(algorithm.train_step.lower(holder["state"], batch).compile()) / 1e9}
+            holder["state"], _ = algorithm.train_step(holder["state"], batch)
+            timers[key] = _update_timer(holder, algorithm.train_step, batch, n)
+    for key, rate in _best_rate(timers, rounds).items():
+        out[key]["updates_per_s"] = rate
+    return out
+
+
 ENV_IDS = ("Walker2d-v4", "dm_control/walker-walk-v0", "Hopper-v4", "dm_control/cheetah-run-v0")
 
 
@@ -569,6 +598,9 @@ def main(argv):
     if "entropy" in FLAGS.sections:
         print("entropy ...", flush=True)
         report["entropy"] = bench_entropy((512, 512), obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
+    if "depth" in FLAGS.sections:
+        print("depth ...", flush=True)
+        report["depth"] = bench_depth((512, 512), obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 8, 3))
     write_results(FLAGS.out, report, render(report))
     print(render(report))
 
@@ -689,7 +721,36 @@ def render(r: dict) -> str:
             )
     if "entropy" in r:
         lines += _render_entropy(r)
+    if "depth" in r:
+        lines += _render_depth(r)
     return "\n".join(lines) + "\n"
+
+
+def _render_depth(r: dict) -> list[str]:
+    p = r.get("provenance", {}).get("depth", r)
+    lines = [
+        "",
+        "## (i) Diffusion depth T: update cost of QSM (paper, mirror target) and Diffusion-QL (512x512)",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+        "round by round and the best round is kept. Both run the T-step chain for the critic's next action;",
+        "DQL also back-propagates through a second T-step chain for its actor loss.",
+        "",
+        "| T | QSM updates/s | QSM-mirror updates/s | DQL updates/s | QSM / DQL speed "
+        "| QSM GFLOP/update | DQL GFLOP/update | QSM cost vs T=5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    v = r["depth"]
+    depths = sorted({int(k.split()[0][2:]) for k in v})
+    base = v[f"T={depths[0]} QSM"]["updates_per_s"]
+    for t in depths:
+        q, m, d = (v[f"T={t} {a}"] for a in ("QSM", "QSM-mirror", "DQL"))
+        lines.append(
+            f"| {t} | {q['updates_per_s']:.1f} | {m['updates_per_s']:.1f} | {d['updates_per_s']:.1f} "
+            f"| **{q['updates_per_s'] / d['updates_per_s']:.2f}x** | {q['gflop']:.2f} | {d['gflop']:.2f} "
+            f"| {base / q['updates_per_s']:.2f}x |"
+        )
+    return lines
 
 
 def _render_entropy(r: dict) -> list[str]:
