@@ -172,6 +172,7 @@ def main(argv):
     report = {"command": "python " + " ".join(sys.argv), "commits": commits, "updates": FLAGS.updates}
     report.update(dims=dims, plan=plan, runs=runs)
     deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")
+    write_results(FLAGS.out, report, render(report))  # pending rows first: the file always exists
     for key in plan:
         if key in runs:
             continue
