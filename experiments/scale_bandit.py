@@ -9,11 +9,16 @@ samples as a fraction of the optimum (1), optima held (mass >= 0.1 within one wi
 share of action dimensions at the walls (|a| > 0.98), and the uniform policy's reward for scale.
 
 Runs already in the JSON file (same settings) are kept, so an interrupted sweep resumes; the
-markdown says how many of the planned runs are done.
+markdown says how many of the planned runs are done. The depth study (T = diffusion steps) is the same
+sweep at two dimensions:
+
+    python experiments/scale_bandit.py --dims=2,17 --depths=5,10,20,50 --agents=QSM,QSM-mirror,DQL \
+        --out=results/depth.md
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -39,6 +44,7 @@ flags.DEFINE_list("dims", ["2", "6", "17", "38"], "Action dimensions d.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("updates", 2000, "Updates per run (every agent, every d).")
 flags.DEFINE_list("agents", [], "Agents to run (default: every one of AGENTS).")
+flags.DEFINE_list("depths", ["5"], "Diffusion depths T of the diffusion agents (SAC has none; it runs once).")
 flags.DEFINE_float("time_budget", 0.0, "Minutes; no run starts after this (0 = none). Rerun to resume.")
 
 SMALL = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
@@ -53,12 +59,14 @@ AGENTS = {
 CRITICS = ("learned", "exact")
 
 
-def run_key(agent: str, dim: int, seed: int, critic: str) -> str:
-    return f"{agent}|d{dim}|s{seed}|{critic}"
+def run_key(agent: str, dim: int, depth: int, seed: int, critic: str) -> str:
+    return f"{agent}|d{dim}|T{depth}|s{seed}|{critic}"
 
 
-def one_run(agent: str, dim: int, seed: int, critic: str, updates: int) -> dict:
+def one_run(agent: str, dim: int, depth: int, seed: int, critic: str, updates: int) -> dict:
     algo, config = AGENTS[agent]
+    if hasattr(config, "diffusion_steps"):
+        config = dataclasses.replace(config, diffusion_steps=depth)
     start = time.time()
     _, s = bandit.train_on_bandit(
         algo, config, updates=updates, seed=seed, bandit=bandit.scaled(dim), exact_gradient=critic == "exact"
@@ -66,6 +74,7 @@ def one_run(agent: str, dim: int, seed: int, critic: str, updates: int) -> dict:
     return {
         "agent": agent,
         "dim": dim,
+        "depth": depth,
         "seed": seed,
         "critic": critic,
         "reward": s["mean_reward"],
@@ -76,49 +85,71 @@ def one_run(agent: str, dim: int, seed: int, critic: str, updates: int) -> dict:
     }
 
 
-def _runs_of(report: dict, agent: str, dim: int, critic: str) -> list[dict]:
-    return [r for r in report["runs"].values() if (r["agent"], r["dim"], r["critic"]) == (agent, dim, critic)]
+def _runs_of(report: dict, agent: str, dim: int, critic: str, depth: int = 5) -> list[dict]:
+    return [
+        r
+        for r in report["runs"].values()
+        if (r["agent"], r["dim"], r["critic"], r.get("depth", 5)) == (agent, dim, critic, depth)
+    ]
+
+
+def _stat(runs: list[dict], field: str, fmt: str = "{:.2f}", spread: bool = True) -> str:
+    """Mean over the runs [min, max] (count), or "pending"."""
+    if not runs:
+        return "pending"
+    v = [r[field] for r in runs]
+    mean = fmt.format(np.mean(v))
+    return f"{mean} [{fmt.format(min(v))}, {fmt.format(max(v))}] ({len(v)})" if spread else mean
+
+
+def _row(report: dict, d: int, t: int, agent: str) -> str:
+    cells = {c: _runs_of(report, agent, d, c, t) for c in CRITICS}
+    t_text = "-" if agent == "SAC" else t
+    if not any(cells.values()):
+        return f"| {d} | {t_text} | {agent} | pending | pending | - | - | - |"
+    uniform = np.mean([r["uniform_reward"] for c in CRITICS for r in cells[c]])
+    held = " / ".join(_stat(cells[c], "modes_held", "{:.1f}", spread=False) for c in CRITICS)
+    walls = " / ".join(_stat(cells[c], "dims_at_walls", spread=False) for c in CRITICS)
+    return (
+        f"| {d} | {t_text} | {agent} | {_stat(cells['learned'], 'reward')} | {_stat(cells['exact'], 'reward')} "
+        f"| {held} | {walls} | {uniform:.3f} |"
+    )
+
+
+def _rows(report: dict) -> list[tuple[int, int, str]]:
+    """(d, T, agent) of every table row: each d, each depth, each agent (SAC once per d)."""
+    depths = report.get("depths", [5])
+    return [
+        (d, t, a)
+        for d in sorted(report["dims"])
+        for t in depths
+        for a in report.get("agents", list(AGENTS))
+        if a != "SAC" or t == depths[0]
+    ]
 
 
 def render(report: dict) -> str:
     runs = report["runs"]
     planned = len(report["plan"])
+    depths = report.get("depths", [5])
     lines = [
         "# QSM as the action dimension grows: the d-dimensional four-peak bandit",
         "",
         f"- command: `{report['command']}` (resumes; runs kept from commits: {', '.join(report['commits'])})",
-        f"- {report['updates']} updates per run, 64x64 networks, batch 256; {len(runs)} of {planned} planned runs "
+        f"- {report['updates']} updates per run, 64x64 networks, batch 256, diffusion depth T in "
+        f"{', '.join(map(str, depths))}; {len(runs)} of {planned} planned runs "
         f"done{'' if len(runs) == planned else ' (PARTIAL: the others are pending)'}",
         "- reward: mean reward of 4096 policy samples (the optimum is 1); held: optima with mass >= 0.1 within "
         "one width; walls: share of action dimensions with |a| > 0.98; exact: the critic replaced by the "
         "reward (exact grad_a Q)",
         "- cells: mean over the seeds done [min, max], then the seeds counted",
         "",
-        "| d | agent | reward, learned critic | reward, exact gradient | held (learned / exact) "
+        "| d | T | agent | reward, learned critic | reward, exact gradient | held (learned / exact) "
         "| walls (learned / exact) | uniform policy |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    dims = sorted({int(d) for d in report["dims"]})
-    for d in dims:
-        for agent in AGENTS:
-            cells = {c: _runs_of(report, agent, d, c) for c in CRITICS}
-            if not any(cells.values()):
-                lines.append(f"| {d} | {agent} | pending | pending | - | - | - |")
-                continue
-
-            def stat(rs, field, fmt="{:.2f}"):
-                if not rs:
-                    return "pending"
-                v = [r[field] for r in rs]
-                return f"{fmt.format(np.mean(v))} [{fmt.format(min(v))}, {fmt.format(max(v))}] ({len(v)})"
-
-            uniform = np.mean([r["uniform_reward"] for c in CRITICS for r in cells[c]])
-            held = " / ".join(stat(cells[c], "modes_held", "{:.1f}").split(" [")[0] for c in CRITICS)
-            walls = " / ".join(stat(cells[c], "dims_at_walls").split(" [")[0] for c in CRITICS)
-            lines.append(
-                f"| {d} | {agent} | {stat(cells['learned'], 'reward')} | {stat(cells['exact'], 'reward')} "
-                f"| {held} | {walls} | {uniform:.3f} |"
-            )
+    for d, t, agent in _rows(report):
+        lines.append(_row(report, d, t, agent))
     lines += ["", f"![reward vs d]({os.path.splitext(os.path.basename(FLAGS.out))[0]}.png)", ""]
     return "\n".join(lines)
 
@@ -161,16 +192,26 @@ def main(argv):
     if unknown:
         sys.exit(f"scale_bandit.py: error: --agents: {', '.join(sorted(unknown))} not one of {', '.join(AGENTS)}")
     agents = FLAGS.agents or list(AGENTS)
-    plan = [run_key(a, d, s, c) for s in seeds for d in dims for a in agents for c in CRITICS]
+    depths = [int(t) for t in FLAGS.depths]
+    plan = [
+        run_key(a, d, t, s, c)
+        for s in seeds
+        for d in dims
+        for t in depths
+        for a in agents
+        for c in CRITICS
+        if a != "SAC" or t == depths[0]
+    ]
     runs, commits = {}, []
     if os.path.exists(json_path):
         with open(json_path) as f:
             kept = json.load(f)
-        if kept.get("updates") == FLAGS.updates:
-            runs, commits = kept["runs"], kept["commits"]
+        if kept.get("updates") == FLAGS.updates:  # runs of other settings (keys not planned) are dropped
+            runs = {k: v for k, v in kept["runs"].items() if k in plan}
+            commits = sorted({v["commit"] for v in runs.values()})
     commits = list(dict.fromkeys([*commits, commit]))
     report = {"command": "python " + " ".join(sys.argv), "commits": commits, "updates": FLAGS.updates}
-    report.update(dims=dims, plan=plan, runs=runs)
+    report.update(dims=dims, depths=depths, agents=agents, plan=plan, runs=runs)
     deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")
     write_results(FLAGS.out, report, render(report))  # pending rows first: the file always exists
     for key in plan:
@@ -179,8 +220,8 @@ def main(argv):
         if time.time() >= deadline:
             print("time budget spent; rerun to resume", flush=True)
             break
-        agent, d, s, critic = key.split("|")
-        runs[key] = {**one_run(agent, int(d[1:]), int(s[1:]), critic, FLAGS.updates), "commit": commit}
+        agent, d, t, s, critic = key.split("|")
+        runs[key] = {**one_run(agent, int(d[1:]), int(t[1:]), int(s[1:]), critic, FLAGS.updates), "commit": commit}
         print(key, f"reward {runs[key]['reward']:.3f}", f"({runs[key]['seconds']} s)", flush=True)
         plot(report, os.path.splitext(FLAGS.out)[0] + ".png")
         write_results(FLAGS.out, report, render(report))
