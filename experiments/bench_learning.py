@@ -224,6 +224,8 @@ def _run_on_cluster(order: list[benchmark.Unit]) -> None:
     code_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = benchmark.code_version()
     print(f"{len(order)} unit(s) to run through {FLAGS.launcher} (commit {code['commit'][:12]})", flush=True)
+    if not order:
+        return
 
     def failed(unit, message):
         print(f"FAILED   {unit.key}: {message}", flush=True)

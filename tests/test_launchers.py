@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from types import SimpleNamespace
 
 import pytest
@@ -34,33 +33,25 @@ def _bench(tmp: str, *flags: str) -> subprocess.CompletedProcess:
     return out
 
 
-@pytest.fixture(scope="module")
-def local_unit():
-    with tempfile.TemporaryDirectory() as tmp:
-        _bench(tmp)
-        yield benchmark.load_unit(UNIT.path(f"{tmp}/units"))
-
-
-def _same_unit(record: dict, reference: dict) -> None:
+def _same_unit(path, reference: dict) -> None:
+    record = json.loads(path.read_text())
     assert record["key"] == reference["key"] == UNIT.key
     assert record["curve"] == reference["curve"]  # deterministic on CPU: the same numbers
     assert record["machine"]["host"]  # the record names the machine it ran on
 
 
 @pytest.mark.slow
-def test_ray_unit_equals_the_local_runners_and_is_not_run_twice(local_unit, tmp_path):
-    out = _bench(str(tmp_path), "--launcher=ray", "--ray_num_cpus=1")
+def test_ray_and_submitit_give_the_local_runners_unit_and_never_run_it_twice(tmp_path):
+    _bench(str(tmp_path / "local"))
+    local = benchmark.load_unit(UNIT.path(str(tmp_path / "local" / "units")))
+    out = _bench(str(tmp_path / "ray"), "--launcher=ray", "--ray_num_cpus=1")
     assert f"done     {UNIT.key}" in out.stdout
-    _same_unit(json.loads((tmp_path / "units" / f"{UNIT.key}.json").read_text()), local_unit)
-    again = _bench(str(tmp_path), "--launcher=ray", "--ray_num_cpus=1")
+    _same_unit(tmp_path / "ray" / "units" / f"{UNIT.key}.json", local)
+    again = _bench(str(tmp_path / "ray"), "--launcher=ray", "--ray_num_cpus=1")
     assert "0 unit(s) to run" in again.stdout
-
-
-@pytest.mark.slow
-def test_submitit_local_executor_runs_a_unit_the_same_way(local_unit, tmp_path):
-    out = _bench(str(tmp_path), "--launcher=slurm", "--slurm_cluster=local")
+    out = _bench(str(tmp_path / "slurm"), "--launcher=slurm", "--slurm_cluster=local")
     assert f"done     {UNIT.key}" in out.stdout
-    _same_unit(json.loads((tmp_path / "units" / f"{UNIT.key}.json").read_text()), local_unit)
+    _same_unit(tmp_path / "slurm" / "units" / f"{UNIT.key}.json", local)
 
 
 def _fake_units(n):
