@@ -322,20 +322,30 @@ ENTROPY_OPTIONS = {
 }
 
 
-def bench_entropy(hidden, obs_dim, action_dim, rounds, n) -> dict:
-    """(h) Update cost of the max-ent and adaptive-noise options (the log pi estimate), side by side,
-    with XLA GFLOP per update."""
+def _update_costs(configs: dict, obs_dim, action_dim, rounds, n) -> dict:
+    """Updates/s (rounds alternating, best kept) and XLA GFLOP per update of each named
+    ``(algo, config)``, side by side."""
     batch = jax.device_put(_batch(obs_dim, action_dim))
     out, timers = {}, {}
-    for name, kwargs in ENTROPY_OPTIONS.items():
-        config = qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, **kwargs)
-        holder = {"state": qsm_jax.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
-        out[name] = {"gflop": _flops(qsm_jax.train_step.lower(holder["state"], batch).compile()) / 1e9}
-        holder["state"], _ = qsm_jax.train_step(holder["state"], batch)
-        timers[name] = _update_timer(holder, qsm_jax.train_step, batch, n)
+    for name, (algo, config) in configs.items():
+        algorithm = ALGORITHMS[algo]
+        holder = {"state": algorithm.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
+        out[name] = {"gflop": _flops(algorithm.train_step.lower(holder["state"], batch).compile()) / 1e9}
+        holder["state"], _ = algorithm.train_step(holder["state"], batch)
+        timers[name] = _update_timer(holder, algorithm.train_step, batch, n)
     for name, rate in _best_rate(timers, rounds).items():
         out[name]["updates_per_s"] = rate
     return out
+
+
+def bench_entropy(hidden, obs_dim, action_dim, rounds, n) -> dict:
+    """(h) Update cost of the max-ent and adaptive-noise options (the log pi estimate), side by side,
+    with XLA GFLOP per update."""
+    configs = {
+        name: ("qsm", qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden, **kwargs))
+        for name, kwargs in ENTROPY_OPTIONS.items()
+    }
+    return _update_costs(configs, obs_dim, action_dim, rounds, n)
 
 
 DEPTH_AGENTS = {
@@ -349,22 +359,17 @@ def bench_depth(hidden, obs_dim, action_dim, rounds, n, depths=(5, 10, 20, 50)) 
     """(i) Update cost vs the diffusion depth T for QSM (paper, mirror target) and Diffusion-QL,
     side by side: updates/s and XLA GFLOP per update. The mirror variant's best-of-8 is an acting
     cost, left out here (see (e))."""
-    batch = jax.device_put(_batch(obs_dim, action_dim))
-    out, timers = {}, {}
-    for steps in depths:
-        for name, (algo, kwargs) in DEPTH_AGENTS.items():
-            algorithm = ALGORITHMS[algo]
-            config = algorithm.config_cls(
+    configs = {
+        f"T={steps} {name}": (
+            algo,
+            ALGORITHMS[algo].config_cls(
                 actor_hidden_dims=hidden, critic_hidden_dims=hidden, diffusion_steps=steps, **kwargs
-            )
-            key = f"T={steps} {name}"
-            holder = {"state": algorithm.create_train_state(jax.random.key(0), obs_dim, action_dim, config)}
-            out[key] = {"gflop": _flops(algorithm.train_step.lower(holder["state"], batch).compile()) / 1e9}
-            holder["state"], _ = algorithm.train_step(holder["state"], batch)
-            timers[key] = _update_timer(holder, algorithm.train_step, batch, n)
-    for key, rate in _best_rate(timers, rounds).items():
-        out[key]["updates_per_s"] = rate
-    return out
+            ),
+        )
+        for steps in depths
+        for name, (algo, kwargs) in DEPTH_AGENTS.items()
+    }
+    return _update_costs(configs, obs_dim, action_dim, rounds, n)
 
 
 ENV_IDS = ("Walker2d-v4", "dm_control/walker-walk-v0", "Hopper-v4", "dm_control/cheetah-run-v0")
