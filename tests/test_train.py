@@ -158,6 +158,19 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         train_and_evaluate(other, workdir, progress=False)
 
 
+def test_a_run_written_before_an_option_existed_resumes():
+    """Fields a saved config lacks (options added later) read as their defaults, not as a mismatch."""
+    current = _tiny().to_dict()
+    older = json.loads(json.dumps(current))
+    for name in ("entropy_temperature", "exploration", "eval_sampling"):
+        del older["agent"][name]
+    del older["checkpoint_env_state"]
+    train._check_same_experiment(older, current, "workdir 'w'")  # no error
+    changed = _tiny(agent=qsm_jax.QSMConfig(**{**TINY_AGENT.to_dict(), "eval_sampling": "noise_free"})).to_dict()
+    with pytest.raises(ValueError, match=r"eval_sampling='chain' there, 'noise_free' now"):
+        train._check_same_experiment(older, changed, "workdir 'w'")
+
+
 def test_only_true_terminations_are_stored_as_terminals(tmp_path):
     train_and_evaluate(_tiny(env="QSMTestEpisodes-v0", max_steps=300, start_steps=300), str(tmp_path), progress=False)
     _, buffer, _ = restore_run(str(tmp_path))

@@ -149,12 +149,26 @@ class RunConfig:
         return cls(**{**{k: v for k, v in d.items() if k != "agent"}, "agent": agent})
 
 
+def _defaults(d: dict) -> dict:
+    """The default of every field of ``d``'s run and agent configs (those that have one), flat."""
+    run = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+    agent = get_algorithm(d.get("algo", "qsm")).config_cls().to_dict()
+    return {**run, **agent}
+
+
 def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
+    """Raises unless ``saved`` and ``current`` describe the same run (resumable fields aside).
+
+    A field ``saved`` lacks was added to the library after it was written; it reads as its default, since
+    every new option defaults to the earlier behaviour (so runs started before an upgrade resume after it).
+    """
+
     def flat(d):
         out = {k: v for k, v in d.items() if k != "agent" and k not in RESUMABLE_CHANGES}
         return {**out, **d.get("agent", {})}
 
     saved_flat, current_flat = flat(saved), flat(current)
+    saved_flat = {**{k: v for k, v in _defaults(saved).items() if k in current_flat}, **saved_flat}
     diffs = [
         f"{k}={saved_flat.get(k)!r} there, {current_flat.get(k)!r} now"
         for k in sorted(set(saved_flat) | set(current_flat))
