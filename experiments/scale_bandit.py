@@ -13,12 +13,16 @@ markdown says how many of the planned runs are done. The depth study (T = diffus
 sweep at two dimensions:
 
     python experiments/scale_bandit.py --dims=2,17 --depths=5,10,20,50 --agents=QSM,QSM-mirror,DQL \
-        --out=results/depth.md
+        --out=results/depth.md --reuse=results/scale.json      # its T = 5 runs are the d-sweep's
+
+One process per core: the same command with --shard=0/2 and --shard=1/2 (they share the files).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +50,12 @@ flags.DEFINE_integer("updates", 2000, "Updates per run (every agent, every d).")
 flags.DEFINE_list("agents", [], "Agents to run (default: every one of AGENTS).")
 flags.DEFINE_list("depths", ["5"], "Diffusion depths T of the diffusion agents (SAC has none; it runs once).")
 flags.DEFINE_float("time_budget", 0.0, "Minutes; no run starts after this (0 = none). Rerun to resume.")
+flags.DEFINE_string(
+    "shard", "0/1", "i/n: run every n-th planned run from the i-th, so n processes (one per core) share one sweep."
+)
+flags.DEFINE_list(
+    "reuse", [], "JSON files of other sweeps whose runs (same key, same updates) count here instead of rerunning."
+)
 
 SMALL = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
 # Reference settings for every agent; the variants exactly as the learning benchmark runs them.
@@ -182,8 +192,6 @@ def plot(report: dict, path: str) -> None:
 
 def main(argv):
     del argv
-    import json
-
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     json_path = os.path.splitext(FLAGS.out)[0] + ".json"
     dims, seeds = [int(d) for d in FLAGS.dims], [int(s) for s in FLAGS.seeds]
@@ -202,19 +210,13 @@ def main(argv):
         for c in CRITICS
         if a != "SAC" or t == depths[0]
     ]
-    runs, commits = {}, []
-    if os.path.exists(json_path):
-        with open(json_path) as f:
-            kept = json.load(f)
-        if kept.get("updates") == FLAGS.updates:  # runs of other settings (keys not planned) are dropped
-            runs = {k: v for k, v in kept["runs"].items() if k in plan}
-            commits = sorted({v["commit"] for v in runs.values()})
-    commits = list(dict.fromkeys([*commits, commit]))
-    report = {"command": "python " + " ".join(sys.argv), "commits": commits, "updates": FLAGS.updates}
+    shard, shards = _parse_shard(FLAGS.shard)
+    runs = _kept_runs([*FLAGS.reuse, json_path], plan)
+    report = {"command": _command(), "updates": FLAGS.updates}
     report.update(dims=dims, depths=depths, agents=agents, plan=plan, runs=runs)
     deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")
-    write_results(FLAGS.out, report, render(report))  # pending rows first: the file always exists
-    for key in plan:
+    _save(report, commit)  # pending rows first: the file always exists
+    for key in plan[shard::shards]:
         if key in runs:
             continue
         if time.time() >= deadline:
@@ -223,6 +225,47 @@ def main(argv):
         agent, d, t, s, critic = key.split("|")
         runs[key] = {**one_run(agent, int(d[1:]), int(t[1:]), int(s[1:]), critic, FLAGS.updates), "commit": commit}
         print(key, f"reward {runs[key]['reward']:.3f}", f"({runs[key]['seconds']} s)", flush=True)
+        _save(report, commit)
+
+
+def _command() -> str:
+    """The command that reproduces the whole file: this one without its --shard and --time_budget."""
+    args = [a for a in sys.argv if not a.startswith(("--shard", "--time_budget"))]
+    return "python " + " ".join(args)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        sys.exit(f"scale_bandit.py: error: --shard must be i/n with 0 <= i < n (e.g. 1/2), got {text!r}")
+    return i, n
+
+
+def _kept_runs(json_paths: list[str], plan: list[str]) -> dict:
+    """Planned runs already in ``json_paths`` at the same --updates (the others are dropped)."""
+    runs = {}
+    for path in json_paths:
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            kept = json.load(f)
+        if kept.get("updates") == FLAGS.updates:
+            runs.update({k: v for k, v in kept["runs"].items() if k in plan})
+    return runs
+
+
+def _save(report: dict, commit: str) -> None:
+    """Writes the report, with the runs other shards wrote meanwhile (under a lock, so none is lost)."""
+    json_path = os.path.splitext(FLAGS.out)[0] + ".json"
+    os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
+    with open(json_path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report["runs"].update(
+            {k: v for k, v in _kept_runs([json_path], report["plan"]).items() if k not in report["runs"]}
+        )
+        report["commits"] = sorted({v["commit"] for v in report["runs"].values()} | {commit})
         plot(report, os.path.splitext(FLAGS.out)[0] + ".png")
         write_results(FLAGS.out, report, render(report))
 

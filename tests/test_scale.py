@@ -61,6 +61,40 @@ def test_sweep_on_a_tiny_budget_writes_its_files(tmp_path):
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "Nope" in bad.stderr
 
 
+def test_two_shards_share_one_sweep_and_reuse_counts_other_files(tmp_path):
+    out = tmp_path / "scale.md"
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "scale_bandit.py"), "--dims=2,3", "--seeds=0,1"]
+    cmd += ["--updates=3", "--agents=SAC", f"--out={out}"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([*cmd, f"--shard={i}/2"], cwd=ROOT, env=env, stderr=subprocess.PIPE) for i in (0, 1)]
+    assert all(p.wait() == 0 for p in procs), [p.stderr.read()[-2000:] for p in procs]
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert len(report["runs"]) == 8 and "--shard" not in report["command"]  # every run, from both processes
+    assert "8 of 8 planned runs done" in out.read_text()
+    other = tmp_path / "depth.md"  # a sweep planning a subset finds its runs in --reuse, runs nothing
+    run = subprocess.run(
+        [
+            *cmd[:2],
+            "--dims=3",
+            "--seeds=1",
+            "--updates=3",
+            "--agents=SAC",
+            f"--out={other}",
+            f"--reuse={tmp_path}/scale.json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert run.returncode == 0 and "reward" not in run.stdout, run.stderr[-2000:]
+    assert json.loads((tmp_path / "depth.json").read_text())["runs"] == {
+        k: v for k, v in report["runs"].items() if "|d3|" in k and "|s1|" in k
+    }
+    bad = subprocess.run([*cmd, "--shard=2/2"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "--shard" in bad.stderr
+
+
 def test_scale_suite_lists_its_units():
     units = benchmark.suite_units("scale100k")
     assert len(units) == 18 and {u.config.env for u in units} == {"Ant-v4", "Humanoid-v4"}
