@@ -165,29 +165,50 @@ def render(report: dict) -> str:
 
 
 def plot(report: dict, path: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    dims = sorted({int(d) for d in report["dims"]})
+    """Reward vs d (one depth), or, for a depth study, reward vs T in one panel per d."""
+    dims, depths = sorted({int(d) for d in report["dims"]}), report.get("depths", [5])
+    if len(depths) > 1:
+        fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 4.2), squeeze=False)
+        for ax, d in zip(axes[0], dims, strict=True):
+            _curves(ax, report, depths, lambda t, d=d: (d, t))
+            ax.set_xlabel("diffusion depth T")
+            ax.set_title(f"d = {d}", fontsize=10)
+        fig.suptitle("Four-peak bandit: policy quality vs diffusion depth", fontsize=10)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        axes = [[ax]]
+        _curves(ax, report, dims, lambda d: (d, depths[0]))
+        ax.set_xlabel("action dimension d")
+        ax.set_title("Four-peak bandit: policy quality vs action dimension", fontsize=10)
+    for ax in axes[0]:
+        ax.set_ylabel("reward (optimum 1)")
+        ax.set_ylim(-0.02, 1.02)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if len(axes[0]) > 1:  # every panel has the same lines; take the fullest one's
+        handles, labels = max((ax.get_legend_handles_labels() for ax in axes[0]), key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, fontsize=7, ncol=4, loc="lower center")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _curves(ax, report: dict, xs_all: list[int], cell) -> None:
+    """One line per (agent, critic): mean reward at each x (``cell(x)`` = (d, T)) with runs done."""
     for i, agent in enumerate(AGENTS):
         for critic, style in zip(CRITICS, ("-", "--"), strict=True):
             xs, ys = [], []
-            for d in dims:
-                v = [r["reward"] for r in _runs_of(report, agent, d, critic)]
+            for x in xs_all:
+                d, t = cell(x)
+                v = [r["reward"] for r in _runs_of(report, agent, d, critic, t)]
                 if v:
-                    xs.append(d)
+                    xs.append(x)
                     ys.append(np.mean(v))
             if xs:
                 label = f"{agent} ({critic} critic)" if critic == "learned" else f"{agent} (exact gradient)"
                 ax.plot(xs, ys, style, marker="o", color=f"C{i}", label=label)
     ax.set_xscale("log")
-    ax.set_xticks(dims, [str(d) for d in dims])
-    ax.set_xlabel("action dimension d")
-    ax.set_ylabel("reward (optimum 1)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Four-peak bandit: policy quality vs action dimension", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    ax.minorticks_off()
+    ax.set_xticks(xs_all, [str(x) for x in xs_all])
 
 
 def main(argv):
