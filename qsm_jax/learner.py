@@ -212,28 +212,41 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     chex.assert_shape(batch.observations, (None, state.obs_dim))
     chex.assert_shape(batch.actions, (batch.observations.shape[0], state.action_dim))
     key, chain_key, target_noise_key, level_key, noise_key = jax.random.split(state.key, 5)
-    schedule = diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps)
     temperature = entropy_temperature(state)
-
-    log_prob_fn = None
-    if cfg.estimates_entropy:
-
-        def log_prob_fn(next_actions):
-            eps_fn = functools.partial(state.actor.apply_fn, {"params": state.actor.params})
-            entropy_key = jax.random.fold_in(chain_key, 1)  # the default key stream stays as it was
-            return losses.log_prob_estimate(
-                eps_fn,
-                batch.next_observations,
-                next_actions,
-                schedule.alpha_bars,
-                entropy_key,
-                cfg.entropy_draws,
-                min_log_prob=-state.action_dim * math.log(2.0),  # the uniform density on [-1, 1]^A
-            )
-
+    log_prob_fn = _log_prob_fn(state, batch.next_observations, chain_key) if cfg.estimates_entropy else None
     critic, target_critic_params, critic_aux = critic_update(
         state, batch, chain_key, target_noise_key, log_prob_fn, temperature if cfg.max_entropy else None
     )
+    actor, grad_sq, actor_aux = actor_update(
+        state, critic, batch, level_key, noise_key, lam=temperature if cfg.max_entropy else cfg.lam
+    )
+    new_state = state.replace(
+        actor=actor,
+        critic=critic,
+        target_critic_params=target_critic_params,
+        key=key,
+        step=state.step + 1,
+        grad_sq=grad_sq,
+    )
+    entropy_aux = {}
+    if cfg.estimates_entropy:
+        new_state, entropy_aux = _entropy_steps(new_state, -critic_aux["log_prob"])
+    return new_state, {**critic_aux, **actor_aux, **entropy_aux}
+
+
+def actor_update(
+    state: QSMState, critic: Any, batch: Batch, level_key: jax.Array, noise_key: jax.Array, lam: Any
+) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
+    """The actor half of a QSM update: one Adam step on ``losses.qsm_actor_loss``.
+
+    Each of the B actions gets one uniform diffusion level and one Gaussian noise draw; grad_a Q comes
+    from ``critic`` (the critics just updated, averaged over the ensemble), the target is
+    ``config.score_target`` with tilt ``lam``.
+
+    Returns:
+      (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
+    """
+    cfg = state.config
 
     def q_fn(observations, actions):
         return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
@@ -247,27 +260,27 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         batch.actions,
         jax.random.randint(level_key, (batch_size,), 0, cfg.diffusion_steps),
         jax.random.normal(noise_key, batch.actions.shape),
-        schedule.alpha_bars,
+        diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps).alpha_bars,
         cfg.alpha,
         target=cfg.score_target,
-        lam=temperature if cfg.max_entropy else cfg.lam,
+        lam=lam,
         grad_rms=losses.GradRMS(state.grad_sq, state.step + 1, cfg.grad_rms_decay),
         normalize_grad=cfg.normalize_grad,
     )
     grad_sq = actor_aux.pop("grad_sq")
-    actor = state.actor.apply_gradients(grads=actor_grads)
-    new_state = state.replace(
-        actor=actor,
-        critic=critic,
-        target_critic_params=target_critic_params,
-        key=key,
-        step=state.step + 1,
-        grad_sq=grad_sq,
+    return state.actor.apply_gradients(grads=actor_grads), grad_sq, actor_aux
+
+
+def _log_prob_fn(state: QSMState, next_observations: jax.Array, chain_key: jax.Array):
+    """log pi(. | s') of the current actor, (B, A) -> (B,), by ``losses.log_prob_estimate``."""
+    cfg = state.config
+    eps_fn = functools.partial(state.actor.apply_fn, {"params": state.actor.params})
+    alpha_bars = diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps).alpha_bars
+    entropy_key = jax.random.fold_in(chain_key, 1)  # the default key stream stays as it was
+    min_log_prob = -state.action_dim * math.log(2.0)  # the uniform density on [-1, 1]^A
+    return lambda next_actions: losses.log_prob_estimate(
+        eps_fn, next_observations, next_actions, alpha_bars, entropy_key, cfg.entropy_draws, min_log_prob=min_log_prob
     )
-    entropy_aux = {}
-    if cfg.estimates_entropy:
-        new_state, entropy_aux = _entropy_steps(new_state, -critic_aux["log_prob"])
-    return new_state, {**critic_aux, **actor_aux, **entropy_aux}
 
 
 def _entropy_steps(state: QSMState, chain_entropy: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:
