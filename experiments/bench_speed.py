@@ -611,8 +611,15 @@ def main(argv):
 
 
 def render(r: dict) -> str:
-    peak, buffer = r.get("matmul_peak_gflops", float("nan")), r["buffer_size"]
-    lines = [
+    """The markdown report: the header, then each section measured (in SECTIONS order)."""
+    parts = [_render_header, _render_updates, _render_loops, _render_seeds]
+    parts += [f for key, f in _OPTIONAL_PARTS if key in r]
+    return "\n".join(line for part in parts for line in part(r)) + "\n"
+
+
+def _render_header(r: dict) -> list[str]:
+    peak = r.get("matmul_peak_gflops", float("nan"))
+    return [
         "# qsm_jax speed benchmark",
         "",
         f"- command: `{r['command']}`",
@@ -621,6 +628,12 @@ def render(r: dict) -> str:
         f"- date: {r['date']}",
         f"- float32 matmul peak (2048^3, jitted), same run as (a, b): **{peak:.1f} GFLOP/s**",
         f"- every rate: the best of {r['rounds']} rounds, the contenders alternating round by round",
+    ]
+
+
+def _render_updates(r: dict) -> list[str]:
+    peak = r.get("matmul_peak_gflops", float("nan"))
+    lines = [
         "",
         "## (a, b) One update, batch 256, Walker2d-v4 sizes",
         "",
@@ -639,20 +652,26 @@ def render(r: dict) -> str:
             )
         ratio = rows["qsm_jax"]["updates_per_s"] / rows["reference-style"]["updates_per_s"]
         lines.append(f"| {size} | **ratio qsm_jax / reference-style** | **{ratio:.2f}x** | | | | | |")
-    lines += [
+    return lines
+
+
+def _render_loops(r: dict) -> list[str]:
+    lines = [
         "",
-        f"## (c) Full training loop, Walker2d-v4, 512x512, utd 1, buffer {buffer:,}, env steps/s",
+        f"## (c) Full training loop, Walker2d-v4, 512x512, utd 1, buffer {r['buffer_size']:,}, env steps/s",
         "",
         "| loop | env steps/s | vs naive reference-style |",
         "|---|---|---|",
     ]
     loops = r.get("loops", {})
     base = loops.get("naive loop + reference-style update", float("nan"))
-    for name, v in loops.items():
-        lines.append(f"| {name} | {v:.1f} | {v / base:.2f}x |")
-    lines += [
+    return lines + [f"| {name} | {v:.1f} | {v / base:.2f}x |" for name, v in loops.items()]
+
+
+def _render_seeds(r: dict) -> list[str]:
+    lines = [
         "",
-        f"## (d) Many seeds in one process (fused loop, 512x512, 1 env per seed, buffer {buffer:,} each)",
+        f"## (d) Many seeds in one process (fused loop, 512x512, 1 env per seed, buffer {r['buffer_size']:,} each)",
         "",
         "| num_seeds | total env steps/s | per-seed env steps/s | total vs 1 seed |",
         "|---|---|---|---|",
@@ -663,72 +682,77 @@ def render(r: dict) -> str:
         lines.append(
             f"| {k} | {v['total_env_steps_per_s']:.1f} | {v['per_seed_env_steps_per_s']:.1f} | {v['total_env_steps_per_s'] / one:.2f}x |"  # noqa: E501
         )
-    if "variants" in r:
-        p = r.get("provenance", {}).get("variants", r)
-        lines += [
-            "",
-            "## (e) QSM variants: update cost, and acting cost of best-of-N (512x512, Walker2d-v4 sizes)",
-            "",
-            f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; "
-            "rates alternate round by round and the best round is kept.",
-            "",
-            "| what | calls/s | vs reference / N = 1 |",
-            "|---|---|---|",
-        ]
-        v = r["variants"]
-        base_update = v["update: reference (score_target=qsm)"]
-        base_act = v["act: num_action_samples=1"]
-        for name, rate in v.items():
-            base = base_update if name.startswith("update") else base_act
-            lines.append(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")
-    if "envs" in r:
-        p = r.get("provenance", {}).get("envs", r)
-        update = r.get("variants", {}).get("update: reference (score_target=qsm)")
-        if update is None and "updates" in r:
-            update = r["updates"]["512x512"]["qsm_jax"]["updates_per_s"]
-        lines += [
-            "",
-            "## (f) Env side of a training step: gymnasium MuJoCo vs DeepMind Control (shimmy, Python stepping)",
-            "",
-            f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}:",
-            "`EnvPool` with one",
-            "env, random actions, auto-reset included. Share of a step: env time / (env time + one 512x512 QSM update",
-            f"({update:.1f} updates/s in this file)).",
-            "",
-            "| env | env steps/s | ms/step | share of a utd-1 training step at 512x512 |",
-            "|---|---|---|---|",
-        ]
-        for env_id, rate in r["envs"].items():
-            share = (1 / rate) / (1 / rate + 1 / update) if update else float("nan")
-            lines.append(f"| {env_id} | {rate:.0f} | {1e3 / rate:.2f} | {100 * share:.1f}% |")
-    if "dql" in r:
-        p = r.get("provenance", {}).get("dql", r)
-        lines += [
-            "",
-            "## (g) QSM vs Diffusion-QL (`--algo=dql`): the cost of back-propagating through the chain",
-            "",
-            f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}. Same networks,",
-            "schedule, sampler and critics; DQL's actor loss differentiates Q(s, a_0) through all T reverse steps.",
-            "XLA GFLOP/update from the compiled update (both unroll the chain).",
-            "",
-            "| networks, T | QSM updates/s | DQL updates/s | QSM / DQL speed | QSM GFLOP/update | DQL GFLOP/update |",
-            "|---|---|---|---|---|---|",
-        ]
-        v = r["dql"]
-        for name in v:
-            if not name.endswith(" qsm"):
-                continue
-            base = name[: -len(" qsm")]
-            q, d = v[name], v[base + " dql"]
-            lines.append(
-                f"| {base} | {q['updates_per_s']:.1f} | {d['updates_per_s']:.1f} | "
-                f"**{q['updates_per_s'] / d['updates_per_s']:.2f}x** | {q['gflop']:.2f} | {d['gflop']:.2f} |"
-            )
-    if "entropy" in r:
-        lines += _render_entropy(r)
-    if "depth" in r:
-        lines += _render_depth(r)
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _render_variants(r: dict) -> list[str]:
+    p = r.get("provenance", {}).get("variants", r)
+    lines = [
+        "",
+        "## (e) QSM variants: update cost, and acting cost of best-of-N (512x512, Walker2d-v4 sizes)",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; "
+        "rates alternate round by round and the best round is kept.",
+        "",
+        "| what | calls/s | vs reference / N = 1 |",
+        "|---|---|---|",
+    ]
+    v = r["variants"]
+    base_update = v["update: reference (score_target=qsm)"]
+    base_act = v["act: num_action_samples=1"]
+    for name, rate in v.items():
+        base = base_update if name.startswith("update") else base_act
+        lines.append(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")
+    return lines
+
+
+def _render_envs(r: dict) -> list[str]:
+    p = r.get("provenance", {}).get("envs", r)
+    update = r.get("variants", {}).get("update: reference (score_target=qsm)")
+    if update is None and "updates" in r:
+        update = r["updates"]["512x512"]["qsm_jax"]["updates_per_s"]
+    lines = [
+        "",
+        "## (f) Env side of a training step: gymnasium MuJoCo vs DeepMind Control (shimmy, Python stepping)",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}:",
+        "`EnvPool` with one",
+        "env, random actions, auto-reset included. Share of a step: env time / (env time + one 512x512 QSM update",
+        f"({update:.1f} updates/s in this file)).",
+        "",
+        "| env | env steps/s | ms/step | share of a utd-1 training step at 512x512 |",
+        "|---|---|---|---|",
+    ]
+    for env_id, rate in r["envs"].items():
+        share = (1 / rate) / (1 / rate + 1 / update) if update else float("nan")
+        lines.append(f"| {env_id} | {rate:.0f} | {1e3 / rate:.2f} | {100 * share:.1f}% |")
+    return lines
+
+
+def _render_dql(r: dict) -> list[str]:
+    p = r.get("provenance", {}).get("dql", r)
+    lines = [
+        "",
+        "## (g) QSM vs Diffusion-QL (`--algo=dql`): the cost of back-propagating through the chain",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}. Same networks,",
+        "schedule, sampler and critics; DQL's actor loss differentiates Q(s, a_0) through all T reverse steps.",
+        "XLA GFLOP/update from the compiled update (both unroll the chain).",
+        "",
+        "| networks, T | QSM updates/s | DQL updates/s | QSM / DQL speed | QSM GFLOP/update | DQL GFLOP/update |",
+        "|---|---|---|---|---|---|",
+    ]
+    v = r["dql"]
+    for name in v:
+        if not name.endswith(" qsm"):
+            continue
+        base = name[: -len(" qsm")]
+        q, d = v[name], v[base + " dql"]
+        lines.append(
+            f"| {base} | {q['updates_per_s']:.1f} | {d['updates_per_s']:.1f} | "
+            f"**{q['updates_per_s'] / d['updates_per_s']:.2f}x** | {q['gflop']:.2f} | {d['gflop']:.2f} |"
+        )
+    return lines
 
 
 def _render_depth(r: dict) -> list[str]:
@@ -776,6 +800,15 @@ def _render_entropy(r: dict) -> list[str]:
     for name, m in v.items():
         lines.append(f"| {name} | {m['updates_per_s']:.1f} | {m['updates_per_s'] / base:.2f}x | {m['gflop']:.2f} |")
     return lines
+
+
+_OPTIONAL_PARTS = (
+    ("variants", _render_variants),
+    ("envs", _render_envs),
+    ("dql", _render_dql),
+    ("entropy", _render_entropy),
+    ("depth", _render_depth),
+)
 
 
 if __name__ == "__main__":
