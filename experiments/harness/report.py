@@ -215,7 +215,7 @@ def _temperature_lines(cells: dict, envs: list[str], algos: list[str]) -> list[s
 
 
 def suite_section(name: str, units_dir: str, out_dir: str) -> str:
-    """The markdown section of one suite; writes its plots into ``out_dir``."""
+    """The markdown section of one suite: its table, plots and aggregate; writes the plots into ``out_dir``."""
     units = benchmark.suite_units(name)
     records = {r["key"]: r for r in benchmark.load_units(units_dir)}
     envs = list(dict.fromkeys(u.config.env for u in units))
@@ -225,6 +225,26 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         (cells if u.key in records else pending)[(u.config.env, benchmark.label(u.config))].append(
             records.get(u.key, u)
         )
+    lines = _table_lines(name, units, cells, pending, envs, algos)
+    lines += _temperature_lines(cells, envs, algos)
+    names = [f"{a} = QSM with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS]
+    if names:
+        lines += ["", f"QSM = QSM as published (the reference settings); {'; '.join(names)}."]
+    lines.append("")
+    for env in envs:
+        env_cells = {a: cells[(env, a)] for a in algos if cells.get((env, a))}
+        if not env_cells:
+            lines.append(f"{env}: no finished unit yet (plot pending).\n")
+            continue
+        png = f"{name}_{env.replace('/', '-')}.png"
+        _plot_env(os.path.join(out_dir, png), env, env_cells, f"{name}: {env}")
+        lines.append(f"![{env}]({png})\n")
+    lines += _aggregate_lines(name, cells, envs, algos, out_dir)
+    return "\n".join(lines)
+
+
+def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list, algos: list) -> list[str]:
+    """The suite's heading and its table: one row per (env, algorithm), done seeds and pending ones."""
     steps = sorted({u.config.max_steps for u in units})
     done = sum(len(v) for v in cells.values())
     lines = [
@@ -260,40 +280,32 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
                 f"| {env} | {algo} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
                 f"| {aucs} | {_walls(recs)} | {public} | {pend_text} |"
             )
-    lines += _temperature_lines(cells, envs, algos)
-    names = [f"{a} = QSM with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS]
-    if names:
-        lines += ["", f"QSM = QSM as published (the reference settings); {'; '.join(names)}."]
-    lines.append("")
-    for env in envs:
-        env_cells = {a: cells[(env, a)] for a in algos if cells.get((env, a))}
-        if not env_cells:
-            lines.append(f"{env}: no finished unit yet (plot pending).\n")
-            continue
-        png = f"{name}_{env.replace('/', '-')}.png"
-        _plot_env(os.path.join(out_dir, png), env, env_cells, f"{name}: {env}")
-        lines.append(f"![{env}]({png})\n")
+    return lines
+
+
+def _aggregate_lines(name: str, cells: dict, envs: list, algos: list, out_dir: str) -> list[str]:
+    """The rliable aggregate over the suite's envs (and its plot), or why it is pending."""
     agg = aggregate(cells, envs, algos)
     if agg is None:
-        lines.append(
+        return [
             f"Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending until every algorithm has "
             f">= {MIN_SEEDS_AGGREGATE} seeds on every env.\n"
-        )
-    else:
-        png = f"{name}_aggregate.png"
-        _plot_aggregate(os.path.join(out_dir, png), agg, algos, f"{name}: {agg['runs']} runs x {len(envs)} envs")
-        lines.append(f"Aggregate over {len(envs)} envs x {agg['runs']} seeds (SAC-normalised final return, rliable):\n")
-        lines.append(f"| algorithm | IQM [95% stratified bootstrap CI] | P(algorithm > {REFERENCE}) [95% CI] |")
-        lines.append("|---|---|---|")
-        for a in algos:
-            lo, hi = agg["iqm_ci"][a]
-            poi = "-"
-            if a in agg.get("poi", {}):
-                plo, phi = agg["poi_ci"][a]
-                poi = f"{float(agg['poi'][a]):.2f} [{float(plo):.2f}, {float(phi):.2f}]"
-            lines.append(f"| {a} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] | {poi} |")
-        lines.append(f"\n![aggregate]({png})\n")
-    return "\n".join(lines)
+        ]
+    png = f"{name}_aggregate.png"
+    _plot_aggregate(os.path.join(out_dir, png), agg, algos, f"{name}: {agg['runs']} runs x {len(envs)} envs")
+    lines = [
+        f"Aggregate over {len(envs)} envs x {agg['runs']} seeds (SAC-normalised final return, rliable):\n",
+        f"| algorithm | IQM [95% stratified bootstrap CI] | P(algorithm > {REFERENCE}) [95% CI] |",
+        "|---|---|---|",
+    ]
+    for a in algos:
+        lo, hi = agg["iqm_ci"][a]
+        poi = "-"
+        if a in agg.get("poi", {}):
+            plo, phi = agg["poi_ci"][a]
+            poi = f"{float(agg['poi'][a]):.2f} [{float(plo):.2f}, {float(phi):.2f}]"
+        lines.append(f"| {a} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] | {poi} |")
+    return [*lines, f"\n![aggregate]({png})\n"]
 
 
 def write_report(
