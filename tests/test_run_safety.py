@@ -206,3 +206,33 @@ def test_a_normal_run_prints_only_the_programs_lines_unless_verbose(tmp_path):
     assert quiet.stdout.splitlines()[-1].startswith("outputs in")
     loud = _run_py(*_flags(tmp_path / "loud"), "--verbose")
     assert loud.returncode == 0 and "checkpoint" in loud.stderr.lower()  # Orbax's INFO lines about its saves
+
+
+def test_a_checkpoint_written_before_optional_state_fields_existed_restores(tmp_path):
+    """A state saved without the fields added later (None unless their option is on) restores into today's."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from qsm_jax.program import checkpoint
+    from qsm_jax.program.replay import replay_add, replay_init
+    from qsm_jax.program.train import init_agents
+    from qsm_jax.types import Batch
+
+    from .helpers import _tiny
+
+    states, _ = init_agents(_tiny(), 3, 2)
+    assert states.temperature is None and states.noise_scale is None
+    four = Batch(*(np.zeros(shape, np.float32) for shape in [(4, 3), (4, 2), (4,), (4, 3), (4,)]))
+    buffers = jax.tree.map(lambda x: x[None], replay_add(replay_init(16, 3, 2), four))
+    old = checkpoint._fields_present(states)  # the layout of a checkpoint written before those fields
+    assert set(old) < {f.name for f in dataclasses.fields(states)}
+    writer = checkpoint.RunCheckpointer(str(tmp_path))
+    writer.save(100, old, buffers, {"env_step": 100})
+    writer.close()
+    reader = checkpoint.RunCheckpointer(str(tmp_path))
+    restored, _, meta = reader.restore(100, states, buffers)
+    assert meta["env_step"] == 100 and restored.temperature is None
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(states), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging as std_logging
 import os
@@ -80,14 +81,25 @@ class RunCheckpointer:
             name: jax.ShapeDtypeStruct((value.shape[0], size, *value.shape[2:]), value.dtype)
             for name, value in empty_buffers.data._asdict().items()
         }
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)),
-                buffer=ocp.args.StandardRestore(buffer_template),
-            ),
-        )
-        return restored["state"], {k: np.asarray(v) for k, v in restored["buffer"].items()}, meta
+        template = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+
+        def restore_as(state_item):
+            args = ocp.args.Composite(
+                state=ocp.args.StandardRestore(state_item), buffer=ocp.args.StandardRestore(buffer_template)
+            )
+            return self.manager.restore(step, args=args)
+
+        try:
+            restored = restore_as(template)
+            states = restored["state"]
+        except ValueError as e:
+            if "tree structures do not match" not in str(e) or not dataclasses.is_dataclass(template):
+                raise
+            # Written before optional state fields (None unless their option is on) existed: restore the
+            # fields it has; the config check has already made sure the new ones are off (None).
+            restored = restore_as(_fields_present(template))
+            states = state_template.replace(**restored["state"])
+        return states, {k: np.asarray(v) for k, v in restored["buffer"].items()}, meta
 
     def restore_checked(self, step: int, state_template: Any, empty_buffers: ReplayBuffer):
         """``restore`` of one step, with a one-line ValueError if it is missing or damaged."""
@@ -167,6 +179,15 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _fields_present(state: Any) -> dict:
+    """A state dataclass's pytree fields that are not None, as a dict (the layout of its checkpoint)."""
+    return {
+        f.name: getattr(state, f.name)
+        for f in dataclasses.fields(state)
+        if f.metadata.get("pytree_node", True) and getattr(state, f.name) is not None
+    }
 
 
 def _mute_late_reader_errors() -> None:
