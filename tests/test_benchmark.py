@@ -445,3 +445,27 @@ def test_learned_temperature_is_recorded_and_reported(tmp_path):
     lines = report._temperature_lines(cells, [unit.config.env], ["QSM-maxent"])
     assert any(f"| {unit.config.env} | QSM-maxent | {unit.config.seed} | 0.909 (1k)" in line for line in lines)
     assert lines[-1].endswith("0.0909 (100k) |")
+
+
+def test_fit_budget_starts_only_units_whose_time_left_fits(tmp_path):
+    """--fit_budget: what is left of a unit after its newest checkpoint is what must fit; a run that
+    nothing fits in starts nothing and says so in one line; the flag needs --time_budget."""
+    unit = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000)
+    runs_dir, units_dir = str(tmp_path / "runs"), str(tmp_path / "units")
+    full = benchmark.estimated_seconds(unit, units_dir)
+    assert full == pytest.approx(100_000 / benchmark.PRIOR_STEPS_PER_S["qsm"])
+    assert benchmark.checkpointed_step(unit, runs_dir) == 0
+    for step in ("20000", "60000", "tmp_x"):
+        os.makedirs(os.path.join(runs_dir, unit.key, "checkpoints", step))
+    assert benchmark.checkpointed_step(unit, runs_dir) == 60_000
+    assert benchmark.remaining_seconds(unit, units_dir, runs_dir) == pytest.approx(0.4 * full)
+
+    script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
+    common = [sys.executable, script, "--suite=smoke", "--pin=", f"--units_dir={units_dir}", f"--runs_dir={runs_dir}"]
+    out = subprocess.run([*common, "--fit_budget", "--time_budget=0.01"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "start " not in out.stdout and "do not fit in what is left of --time_budget" in out.stdout
+    assert not os.path.exists(units_dir) or not os.listdir(units_dir)
+    bad = subprocess.run([*common, "--fit_budget"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "--fit_budget needs" in bad.stderr

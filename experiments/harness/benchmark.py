@@ -281,6 +281,21 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     return unit.config.max_steps / rate
 
 
+def checkpointed_step(unit: Unit, runs_dir: str = RUNS_DIR) -> int:
+    """The env step of the newest checkpoint in ``unit``'s run folder (0 if none): where it resumes.
+
+    Read from the step folders' names, so that listing costs no Orbax manager."""
+    folder = os.path.join(runs_dir, unit.key, "checkpoints")
+    steps = [int(n) for n in (os.listdir(folder) if os.path.isdir(folder) else []) if n.isdigit()]
+    return max(steps, default=0)
+
+
+def remaining_seconds(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR) -> float:
+    """``estimated_seconds`` of what is left of ``unit`` after its newest checkpoint."""
+    left = max(unit.config.max_steps - checkpointed_step(unit, runs_dir), 0) / unit.config.max_steps
+    return left * estimated_seconds(unit, units_dir)
+
+
 def run_order(units: list[Unit], units_dir: str = UNITS_DIR, keys: list[str] | None = None) -> list[Unit]:
     """Pending units, cheapest algorithms first; within an algorithm, seeds round-robin over envs
     (seed 0 on every env, then seed 1, ...), so partial results cover every env early.
