@@ -21,7 +21,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from qsm_jax.program.envs import make_env  # noqa: E402
-from qsm_jax.program.train import WALL, RunConfig, evaluate, restore_run  # noqa: E402
+from qsm_jax.program.evaluation import WALL, evaluate  # noqa: E402
+from qsm_jax.program.run_config import RunConfig  # noqa: E402
+from qsm_jax.program.train import restore_run  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A run folder (holding config.json and checkpoints/).")

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 import qsm_jax
-from qsm_jax.program.train import RunConfig
+from qsm_jax.program.run_config import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_AGENT = qsm_jax.QSMConfig(

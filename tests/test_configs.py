@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from harness import benchmark
-from qsm_jax.program.train import RunConfig
+from qsm_jax.program.run_config import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

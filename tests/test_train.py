@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import qsm_jax
-from qsm_jax.program import train
+from qsm_jax.program import evaluation, run_config
 from qsm_jax.program.envs import make_env
 from qsm_jax.program.metrics import read_metrics
 from qsm_jax.program.replay import replay_init
@@ -165,10 +165,10 @@ def test_a_run_written_before_an_option_existed_resumes():
     for name in ("entropy_temperature", "exploration", "eval_sampling"):
         del older["agent"][name]
     del older["checkpoint_env_state"]
-    train._check_same_experiment(older, current, "workdir 'w'")  # no error
+    run_config.check_same_experiment(older, current, "workdir 'w'")  # no error
     changed = _tiny(agent=qsm_jax.QSMConfig(**{**TINY_AGENT.to_dict(), "eval_sampling": "noise_free"})).to_dict()
     with pytest.raises(ValueError, match=r"eval_sampling='chain' there, 'noise_free' now"):
-        train._check_same_experiment(older, changed, "workdir 'w'")
+        run_config.check_same_experiment(older, changed, "workdir 'w'")
 
 
 def test_only_true_terminations_are_stored_as_terminals(tmp_path):
@@ -209,9 +209,9 @@ def test_evaluation_measures_the_share_of_actions_at_the_walls(monkeypatch):
     def fixed_actions(states, observations, keys, t):
         return np.array([[[1.0], [-1.0]], [[0.0], [0.995]]], np.float32)
 
-    monkeypatch.setattr(train, "_eval_actions", fixed_actions)
+    monkeypatch.setattr(evaluation, "_eval_actions", fixed_actions)
     envs = [make_env(e) for e in ("Pendulum-v1", "QSMTestFiftySteps-v0") * 2]
-    returns, walls = train.evaluate(None, envs, np.array([[0, 1], [2, 3]]), jax.random.key_data(jax.random.key(0)))
+    returns, walls = evaluation.evaluate(None, envs, np.array([[0, 1], [2, 3]]), jax.random.key_data(jax.random.key(0)))
     assert returns.shape == (2, 2) and np.all(returns[:, 1] == 0.0)
     np.testing.assert_allclose(walls, [1.0, 0.2])
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from qsm_jax.algorithms import get_algorithm
 from qsm_jax.program.metrics import read_metrics
-from qsm_jax.program.train import RunConfig, train_and_evaluate
+from qsm_jax.program.run_config import RunConfig
+from qsm_jax.program.train import train_and_evaluate
 
 SCHEMA = 1
 UNITS_DIR = os.path.join("results", "learning", "units")

@@ -45,7 +45,7 @@ def unit_task(config: dict, runs_dir: str | None, code_dir: str | None = None) -
             sys.path.insert(0, path)
     os.environ.setdefault("MUJOCO_GL", "disable")
     from harness import benchmark
-    from qsm_jax.program.train import RunConfig
+    from qsm_jax.program.run_config import RunConfig
 
     unit = benchmark.Unit(RunConfig.from_dict(config))
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ from typing import Any
 from absl import flags
 
 from qsm_jax.algorithms import ALGORITHMS, get_algorithm
-from qsm_jax.program.train import RunConfig
+from qsm_jax.program.run_config import RunConfig
 
 _RUN_FIELDS = [f for f in dataclasses.fields(RunConfig) if f.name not in ("agent", "algo")]
 

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qsm_jax.algorithms import ALGORITHMS, algorithm_of, get_algorithm
-from qsm_jax.config import QSMConfig
+from qsm_jax.algorithms import ALGORITHMS
 from qsm_jax.program import fused
 from qsm_jax.program.checkpoint import RunCheckpointer
 from qsm_jax.program.envs import EnvPool, env_dims, make_env
+from qsm_jax.program.evaluation import WALL, evaluate
 from qsm_jax.program.metrics import (
     CurveOutput,
     JsonlOutput,
@@ -32,153 +32,19 @@ from qsm_jax.program.metrics import (
     VideoOutput,
 )
 from qsm_jax.program.replay import ReplayBuffer, replay_init
+from qsm_jax.program.run_config import RunConfig, check_same_experiment
 from qsm_jax.types import Batch
 
-# Settings a resumed run may change; every other difference means another experiment.
-RESUMABLE_CHANGES = ("max_steps", "checkpoint_every_minutes", "video_interval")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Settings of a training run. Field names are the flag names of ``experiments/run.py``.
-
-    Attributes:
-      env: gymnasium id of a task with a bounded Box action space.
-      seed: seed of the first agent; agent k uses ``seed + k``. Seeds the networks, the envs and
-        every random draw of the loop.
-      max_steps: env steps per agent.
-      start_steps: env steps of uniform random actions before the first update.
-      batch_size: transitions per update.
-      buffer_size: replay capacity per agent (transitions).
-      eval_interval: env steps between evaluations (one more runs at the end).
-      eval_episodes: episodes per evaluation, on separate envs with their own seeds.
-      checkpoint_interval: env steps between checkpoints (one more at the end).
-      checkpoint_env_state: save the training envs' state with each checkpoint (MuJoCo /
-        dm_control simulator state, time-limit counters, env RNGs, episode returns), so that a
-        checkpoint does not end the episodes in progress and may come at any step. False (or an
-        env whose state cannot be saved, ``envs.env_state``): each checkpoint ends the episodes as
-        time-limit truncations (the earlier rule), checkpoints only every ``checkpoint_interval``.
-      video_interval: record the first evaluation episode (seed ``seed``) every this many env steps
-        to ``workdir/videos/<step>.mp4`` (0 = never); a multiple of ``eval_interval``.
-      checkpoint_every_minutes: also checkpoint after this many minutes of wall-clock time (0 =
-        never); only with the env state saved, so that it changes nothing in the results.
-      log_interval: env steps between rows of training metrics.
-      utd: updates per env step (a real update-to-data ratio: ``utd * num_envs`` updates, each on
-        its own batch, per vector step).
-      num_envs: envs per agent, stepped together; env-step counts include all of them.
-      num_seeds: independent agents trained at once (vmapped, sharded over the devices).
-      algo: "qsm" (default), or the baselines "sac", "td3" and "dql".
-      agent: the algorithm's settings (``QSMConfig``, ``SACConfig``, ``TD3Config`` or ``DQLConfig``, matching ``algo``).
-    """
-
-    env: str = "Walker2d-v4"
-    seed: int = 0
-    max_steps: int = 1_000_000
-    start_steps: int = 10_000
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    eval_interval: int = 10_000
-    eval_episodes: int = 10
-    checkpoint_interval: int = 50_000
-    checkpoint_env_state: bool = True
-    checkpoint_every_minutes: float = 10.0
-    video_interval: int = 0
-    log_interval: int = 1_000
-    utd: int = 1
-    num_envs: int = 1
-    num_seeds: int = 1
-    algo: str = "qsm"
-    agent: Any = dataclasses.field(default_factory=QSMConfig)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.env, str) or not self.env:
-            raise ValueError(f"env must be a gymnasium env id, got {self.env!r}")
-        algorithm = get_algorithm(self.algo)
-        if not isinstance(self.agent, algorithm.config_cls):
-            raise ValueError(
-                f"agent must be a {algorithm.config_cls.__name__} for algo={self.algo!r}, "
-                f"got {type(self.agent).__name__}"
-            )
-        lows = {
-            "seed": 0,
-            "max_steps": 1,
-            "start_steps": 0,
-            "batch_size": 1,
-            "buffer_size": 1,
-            "eval_interval": 1,
-            "eval_episodes": 1,
-            "checkpoint_interval": 1,
-            "log_interval": 1,
-            "utd": 1,
-            "num_envs": 1,
-            "num_seeds": 1,
-        }
-        for name, low in lows.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.checkpoint_env_state, bool):
-            raise ValueError(f"checkpoint_env_state must be a bool, got {self.checkpoint_env_state!r}")
-        minutes = self.checkpoint_every_minutes
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (0 <= minutes < float("inf")):
-            raise ValueError(f"checkpoint_every_minutes must be a number >= 0 (0 = never), got {minutes!r}")
-        if not isinstance(self.video_interval, int) or isinstance(self.video_interval, bool) or self.video_interval < 0:
-            raise ValueError(f"video_interval must be an integer >= 0 (0 = no videos), got {self.video_interval!r}")
-        if self.video_interval % self.eval_interval:
-            raise ValueError(
-                f"video_interval ({self.video_interval}) must be a multiple of eval_interval ({self.eval_interval})"
-            )
-        if self.buffer_size < max(self.num_envs, self.batch_size):
-            raise ValueError(
-                f"buffer_size ({self.buffer_size}) must be at least batch_size ({self.batch_size}) and "
-                f"num_envs ({self.num_envs})"
-            )
-        for name in ("max_steps", "start_steps", "eval_interval", "checkpoint_interval", "log_interval"):
-            if getattr(self, name) % self.num_envs:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of num_envs ({self.num_envs})")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "agent"}
-        return {**d, "agent": self.agent.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        agent = d.get("agent", {})
-        config_cls = get_algorithm(d.get("algo", "qsm")).config_cls
-        agent = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in agent.items()})
-        return cls(**{**{k: v for k, v in d.items() if k != "agent"}, "agent": agent})
-
-
-def _defaults(d: dict) -> dict:
-    """The default of every field of ``d``'s run and agent configs (those that have one), flat."""
-    run = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
-    agent = get_algorithm(d.get("algo", "qsm")).config_cls().to_dict()
-    return {**run, **agent}
-
-
-def _check_same_experiment(saved: dict, current: dict, where: str) -> None:
-    """Raises unless ``saved`` and ``current`` describe the same run (resumable fields aside).
-
-    A field ``saved`` lacks was added to the library after it was written; it reads as its default, since
-    every new option defaults to the earlier behaviour (so runs started before an upgrade resume after it).
-    """
-
-    def flat(d):
-        out = {k: v for k, v in d.items() if k != "agent" and k not in RESUMABLE_CHANGES}
-        return {**out, **d.get("agent", {})}
-
-    saved_flat, current_flat = flat(saved), flat(current)
-    saved_flat = {**{k: v for k, v in _defaults(saved).items() if k in current_flat}, **saved_flat}
-    diffs = [
-        f"{k}={saved_flat.get(k)!r} there, {current_flat.get(k)!r} now"
-        for k in sorted(set(saved_flat) | set(current_flat))
-        if saved_flat.get(k) != current_flat.get(k)
-    ]
-    if diffs:
-        raise ValueError(
-            f"{where} was written by a different configuration ({'; '.join(diffs)}); "
-            "re-run with the same flags to resume, or pass a new --workdir"
-        )
+__all__ = [
+    "WALL",
+    "Interrupted",
+    "RunConfig",
+    "evaluate",
+    "init_agents",
+    "restore_run",
+    "seed_sharding",
+    "train_and_evaluate",
+]
 
 
 def _check_rendering(env, env_id: str) -> None:
@@ -299,62 +165,6 @@ def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[Any, 
     return _stack(states), jnp.stack(loop_keys)
 
 
-@jax.jit
-def _eval_actions(states, observations, keys, t):
-    keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 1), t))(keys)
-    return jax.vmap(algorithm_of(states).policy_sample)(states, observations, keys)
-
-
-WALL = 0.99  # |action| above this counts as "at the wall" of [-1, 1] (docs/algorithm.md: bang-bang QSM)
-
-
-def evaluate(
-    states: Any, envs: list, seeds: np.ndarray, keys: jax.Array, frames: list | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """One episode per env for K stacked agents, in lockstep, one batched action call per time step.
-
-    Evaluation actions are ``policy_sample(..., explore=False)``: for QSM a single stochastic sample
-    of the chain without exploration noise, for SAC the mode, for TD3 the deterministic action.
-
-    Args:
-      states: K stacked agents.
-      envs: K * E envs (agent k uses envs[k * E:(k + 1) * E]).
-      seeds: reset seeds, (K, E).
-      keys: raw keys, (K, 2).
-      frames: if a list, ``envs[0]`` (made with ``render=True``) appends an RGB frame (H, W, 3)
-        after its reset and after each of its steps; rendering does not change the returns.
-
-    Returns:
-      ``(returns, wall_share)``: undiscounted returns, (K, E), and per agent the share of all its
-      action dimensions over all steps with ``|a| > WALL``, (K,) (1.0 for a bang-bang policy).
-    """
-    num_seeds, episodes = seeds.shape
-    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds.ravel(), strict=True)])
-    obs = obs.astype(np.float32).reshape(num_seeds, episodes, -1)
-    if frames is not None:
-        frames.append(envs[0].render())
-    returns = np.zeros(num_seeds * episodes)
-    at_wall, counted = np.zeros(num_seeds * episodes), np.zeros(num_seeds * episodes)
-    done = np.zeros(num_seeds * episodes, bool)
-    t = 0
-    while not done.all():
-        actions = np.asarray(_eval_actions(states, obs, keys, t)).reshape(num_seeds * episodes, -1)
-        flat_obs = obs.reshape(num_seeds * episodes, -1)
-        live = ~done
-        at_wall[live] += (np.abs(actions[live]) > WALL).sum(axis=1)
-        counted[live] += actions.shape[1]
-        for i in np.flatnonzero(live):
-            o, r, terminated, truncated, _ = envs[i].step(actions[i])
-            if frames is not None and i == 0:
-                frames.append(envs[0].render())
-            flat_obs[i] = o
-            returns[i] += r
-            done[i] = terminated or truncated
-        t += 1
-    wall_share = at_wall.reshape(num_seeds, episodes).sum(1) / counted.reshape(num_seeds, episodes).sum(1)
-    return returns.reshape(num_seeds, episodes), wall_share
-
-
 def _buffer_from_host(arrays: dict, meta: dict, empty: ReplayBuffer) -> ReplayBuffer:
     size = meta["buffer_size"]
     data = {name: np.zeros(value.shape, value.dtype) for name, value in empty.data._asdict().items()}
@@ -466,7 +276,7 @@ def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> bool:
     start_over = False
     if os.path.exists(config_path):
         try:
-            _check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
+            check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
         except ValueError:
             if has_checkpoints or os.path.isdir(checkpoints + "_damaged"):
                 raise
@@ -507,7 +317,7 @@ def _restore(config: RunConfig, checkpointer: RunCheckpointer, states, empty: Re
     restored = checkpointer.restore_newest_intact(
         states,
         empty,
-        check_meta=lambda meta, step: _check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
+        check_meta=lambda meta, step: check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
     )
     if restored is None:
         return states, empty, {}
