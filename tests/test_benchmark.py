@@ -469,3 +469,15 @@ def test_fit_budget_starts_only_units_whose_time_left_fits(tmp_path):
     assert not os.path.exists(units_dir) or not os.listdir(units_dir)
     bad = subprocess.run([*common, "--fit_budget"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "--fit_budget needs" in bad.stderr
+
+
+def test_estimates_prefer_units_measured_on_this_cpu_model(tmp_path):
+    """Machines of one kind differ by up to 2x: a unit measured on this CPU model sets the estimate."""
+    unit = benchmark.make_unit("qsm", "Hopper-v4", 2, 100_000)
+    for seed, cpu, rate in ((0, "Some Other CPU", 10.0), (1, benchmark.cpu_model(), 40.0)):
+        u = benchmark.make_unit("qsm", "Hopper-v4", seed, 100_000)
+        record = benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
+        record = {**record, "env_steps_per_s": rate, "machine": {**record.get("machine", {}), "cpu": cpu}}
+        (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
+        expected = 100_000 / (10.0 if seed == 0 else 40.0)  # only another CPU's unit: that one
+        assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(expected)

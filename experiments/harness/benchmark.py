@@ -271,11 +271,14 @@ def queue_order(units_dir: str = UNITS_DIR) -> list[tuple[str, list[Unit]]]:
 def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     """Expected wall-clock of ``unit`` on this kind of machine: its env steps over the mean measured
     steps/s of the finished units most like it (same agent settings and env, else same agent settings,
-    else same algorithm and env), or ``PRIOR_STEPS_PER_S`` if none."""
+    else same algorithm and env; of those, the ones measured on this CPU model if any, since the
+    machines of one kind differ by up to 2x), or ``PRIOR_STEPS_PER_S`` if none."""
     records = [r for r in load_units(units_dir) if r["algo"] == unit.config.algo and r.get("env_steps_per_s")]
     same_agent = [r for r in records if unit_of(r).config.agent == unit.config.agent]
     same_env = [r for r in same_agent if r["env"] == unit.config.env]
     like = same_env or same_agent or [r for r in records if r["env"] == unit.config.env]
+    cpu = cpu_model()
+    like = [r for r in like if r.get("machine", {}).get("cpu") == cpu] or like
     rate = (
         float(np.mean([r["env_steps_per_s"] for r in like])) if like else PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
     )
@@ -341,14 +344,18 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(_git("status", "--porcelain", "-uno"))}
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, usable cores and JAX devices of this process."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """This machine's CPU model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, usable cores and JAX devices of this process."""
+    cpu = cpu_model()
     import jax
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
