@@ -376,6 +376,13 @@ def test_readme_block_carries_the_aggregate_and_the_variant_names(fixture_suite,
     rows = {line.split(" | ")[0][2:]: line for line in block.splitlines() if line.count(" | ") == 2}
     assert set(rows) >= {"QSM", "SAC", "QSM-mirror"} and rows["SAC"].endswith("| - |")
     assert "](out/fixture_aggregate.png)" in block
+    # The variant with a seed missing leaves the aggregate, which still compares QSM with SAC, and is named.
+    os.remove(mirror[0].path(units_dir))
+    report.write_report(units_dir, str(out), ["fixture"], readme=str(readme))
+    block = readme.read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in block.splitlines() if line.count(" | ") == 2}
+    assert set(rows) >= {"QSM", "SAC"} and "QSM-mirror" not in rows
+    assert "Not in the aggregate yet (fewer than 3 seeds on some env): QSM-mirror" in block
 
 
 def test_every_committed_unit_key_re_derives_from_its_stored_config():
@@ -417,6 +424,14 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
     assert text.endswith(f"{report.ANSWER_END}\nb\n")
     rec = _fake_record(units[0][1], [100.0, 100.0], rng=rng)
     (tmp_path / f"{units[0][1].key}.json").write_text(json.dumps(rec))
+    # QSM, SAC and TD3 complete answer the paper's question; the variant with a seed missing is pending.
+    last_mirror = units[-1][1]
+    os.rename(last_mirror.path(str(tmp_path)), tmp_path / "held_back")
+    answer = report.paper_answer(str(tmp_path))
+    assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer and "TD3 " in answer
+    assert "the mirror variant is pending (5 of 6 units have run)" in answer
+    assert "mean over the seeds done: walker-walk" in answer
+    os.rename(tmp_path / "held_back", last_mirror.path(str(tmp_path)))
     answer = report.paper_answer(str(tmp_path))
     assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer  # every QSM seed far below every SAC seed
     assert "the mirror variant beats SAC (P(QSM-mirror > SAC) = 1.00" in answer

@@ -128,13 +128,16 @@ def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> 
 
 def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: list[str]) -> dict | None:
     """IQM of SAC-normalised final returns over (seeds x envs) with stratified bootstrap CIs, and
-    P(QSM > SAC) (``rliable``), when every algorithm has >= 3 seeds on every env; else None.
+    P(X > SAC) (``rliable``), over the algorithms with >= 3 seeds on every env (``algos`` of the
+    result; the others are its ``pending``), once SAC and at least one other are among them; else None.
 
     Scores are normalised per env by the mean final return of SAC there, so SAC's IQM is near 1
     and a score of 1.2 means 20% above SAC's mean. Runs are matched by seed rank within each env.
     """
-    if REFERENCE not in algos or any(len(cells.get((e, a), [])) < MIN_SEEDS_AGGREGATE for e in envs for a in algos):
+    complete = [a for a in algos if all(len(cells.get((e, a), [])) >= MIN_SEEDS_AGGREGATE for e in envs)]
+    if REFERENCE not in complete or len(complete) < 2:
         return None
+    pending, algos = [a for a in algos if a not in complete], complete
     runs = min(len(cells[(e, a)]) for e in envs for a in algos)
     scale = {e: abs(np.mean([seed_final(r) for r in cells[(e, REFERENCE)]])) for e in envs}
     scores = {
@@ -144,16 +147,22 @@ def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: 
         for a in algos
     }  # (runs, envs)
     iqm, iqm_ci = _interval_estimates(scores, rly_metrics.aggregate_iqm)
-    out = {"runs": runs, "scores": scores, "iqm": iqm, "iqm_ci": iqm_ci}
-    if len(algos) > 1:
-        pairs = {a: (scores[a], scores[REFERENCE]) for a in algos if a != REFERENCE}
-        poi, poi_ci = _interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
-        out.update(poi=poi, poi_ci=poi_ci)
-    return out
+    pairs = {a: (scores[a], scores[REFERENCE]) for a in algos if a != REFERENCE}
+    poi, poi_ci = _interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
+    return {
+        "algos": algos,
+        "pending": pending,
+        "runs": runs,
+        "scores": scores,
+        "iqm": iqm,
+        "iqm_ci": iqm_ci,
+        "poi": poi,
+        "poi_ci": poi_ci,
+    }
 
 
 def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
-    fig, axes = plt.subplots(1, 2 if "poi" in agg else 1, figsize=(9, 0.6 * len(algos) + 1.6), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.6 * len(algos) + 1.6), squeeze=False)
     ax = axes[0, 0]
     for i, a in enumerate(algos):
         lo, hi = agg["iqm_ci"][a]
@@ -162,17 +171,16 @@ def _plot_aggregate(path: str, agg: dict, algos: list[str], title: str) -> None:
     ax.set_yticks(range(len(algos)), algos)
     ax.set_xlabel("IQM of SAC-normalised final return (95% CI)")
     ax.grid(axis="x", alpha=0.3)
-    if "poi" in agg:
-        ax = axes[0, 1]
-        names = list(agg["poi"])
-        for i, n in enumerate(names):
-            lo, hi = agg["poi_ci"][n]
-            ax.barh(i, float(hi - lo), left=float(lo), color="C7", alpha=0.6, height=0.6)
-            ax.plot([agg["poi"][n]] * 2, [i - 0.3, i + 0.3], color="k")
-        ax.axvline(0.5, color="k", ls="--", lw=0.8)
-        ax.set_xlim(0, 1)
-        ax.set_yticks(range(len(names)), [f"P({n} > {REFERENCE})" for n in names])
-        ax.set_xlabel("probability of improvement (95% CI)")
+    ax = axes[0, 1]
+    names = list(agg["poi"])
+    for i, n in enumerate(names):
+        lo, hi = agg["poi_ci"][n]
+        ax.barh(i, float(hi - lo), left=float(lo), color="C7", alpha=0.6, height=0.6)
+        ax.plot([agg["poi"][n]] * 2, [i - 0.3, i + 0.3], color="k")
+    ax.axvline(0.5, color="k", ls="--", lw=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_yticks(range(len(names)), [f"P({n} > {REFERENCE})" for n in names])
+    ax.set_xlabel("probability of improvement (95% CI)")
     fit_title(fig, title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -288,10 +296,10 @@ def _aggregate_lines(name: str, cells: dict, envs: list, algos: list, out_dir: s
     agg = aggregate(cells, envs, algos)
     if agg is None:
         return [
-            f"Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending until every algorithm has "
-            f">= {MIN_SEEDS_AGGREGATE} seeds on every env.\n"
+            f"Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending until SAC and another "
+            f"algorithm have >= {MIN_SEEDS_AGGREGATE} seeds on every env.\n"
         ]
-    png = f"{name}_aggregate.png"
+    png, algos = f"{name}_aggregate.png", agg["algos"]
     _plot_aggregate(os.path.join(out_dir, png), agg, algos, f"{name}: {agg['runs']} runs x {len(envs)} envs")
     lines = [
         f"Aggregate over {len(envs)} envs x {agg['runs']} seeds (SAC-normalised final return, rliable):\n",
@@ -301,10 +309,15 @@ def _aggregate_lines(name: str, cells: dict, envs: list, algos: list, out_dir: s
     for a in algos:
         lo, hi = agg["iqm_ci"][a]
         poi = "-"
-        if a in agg.get("poi", {}):
+        if a in agg["poi"]:
             plo, phi = agg["poi_ci"][a]
             poi = f"{float(agg['poi'][a]):.2f} [{float(plo):.2f}, {float(phi):.2f}]"
         lines.append(f"| {a} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] | {poi} |")
+    if agg["pending"]:
+        lines.append(
+            f"\nNot in the aggregate yet (fewer than {MIN_SEEDS_AGGREGATE} seeds on some env): "
+            f"{', '.join(agg['pending'])}; it joins when its units have run."
+        )
     return [*lines, f"\n![aggregate]({png})\n"]
 
 
@@ -387,9 +400,9 @@ VARIANT = "QSM-mirror"
 def paper_answer(units_dir: str) -> str:
     """The plain answer, from the unit files alone, to the paper's claim on its own benchmark: does
     QSM as published match SAC and TD3 on the ``dmc100k`` tasks at 100k env steps, and does the
-    variant? Per task the mean final return over the seeds done; once every algorithm has 3 seeds
-    on every task, the rliable aggregate decides (P(X > SAC) with its 95% CI: below 0.5 = trails,
-    containing 0.5 = matches, above = beats)."""
+    variant? Per task the mean final return over the seeds done; once QSM and SAC have 3 seeds on
+    every task, the rliable aggregate decides (P(X > SAC) with its 95% CI: below 0.5 = trails,
+    containing 0.5 = matches, above = beats); an algorithm with fewer seeds is named pending."""
     units = benchmark.suite_units(PAPER_SUITE)
     records = {r["key"]: r for r in benchmark.load_units(units_dir)}
     envs = list(dict.fromkeys(u.config.env for u in units))
@@ -408,24 +421,29 @@ def paper_answer(units_dir: str) -> str:
 
     per_task = "; ".join(f"{env.split('/')[-1][:-3]}: " + ", ".join(cell(env, a) for a in algos) for env in envs)
     agg = aggregate(cells, envs, algos)
-    if agg is None:
+    if agg is None or PAPER not in agg["algos"]:
         verdict = (
             f"**Not answered yet**: {done} of {len(units)} `{PAPER_SUITE}` units have run (the rest are queued, "
-            "`make bench-list`); the answer comes from the rliable aggregate once every algorithm has 3 seeds on "
-            "every task. So far, final return at 100k env steps, mean over the seeds done"
+            f"`make bench-list`); the answer comes from the rliable aggregate once QSM and SAC have "
+            f"{MIN_SEEDS_AGGREGATE} seeds on every task. So far, final return at 100k env steps, mean over the "
+            "seeds done"
         )
         return f"{verdict}: {per_task}."
 
     def says(algo: str) -> str:
+        if algo not in agg["algos"]:
+            runs = sum(len(cells.get((e, algo), [])) for e in envs)
+            return f"is pending ({runs} of {MIN_SEEDS_AGGREGATE * len(envs)} units have run)"
         p, (lo, hi) = float(agg["poi"][algo]), (float(v) for v in agg["poi_ci"][algo])
         word = "trails" if hi < 0.5 else "beats" if lo > 0.5 else "matches"
         iqm = agg["iqm"][algo]
         return f"{word} SAC (P({algo} > SAC) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of SAC-normalised return {iqm:.2f})"
 
+    seeds = "3 seeds" if not agg["pending"] else "the seeds done"
     return (
         f"**On the paper's tasks at 100k env steps** (walker-walk, walker-run, cheetah-run, 3 seeds each), QSM as "
-        f"published {says(PAPER)}; the mirror variant {says(VARIANT)}; TD3 {says('TD3')}. Final return, mean over "
-        f"3 seeds: {per_task}."
+        f"published {says(PAPER)}; TD3 {says('TD3')}; the mirror variant {says(VARIANT)}. Final return, mean over "
+        f"{seeds}: {per_task}."
     )
 
 
