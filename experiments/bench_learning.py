@@ -32,7 +32,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 from absl import app, flags, logging  # noqa: E402
 
 from harness import benchmark  # noqa: E402
-from qsm_jax.program.train import Interrupted  # noqa: E402
+from qsm_jax.program.train import Interrupted, workdir_in_use  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -267,6 +267,13 @@ def _run_on_cluster(order: list[benchmark.Unit]) -> None:
 FIT_MARGIN = 1.15
 
 
+def _drop_busy(order: list[benchmark.Unit]) -> None:
+    """Removes from ``order`` the units another process is training (their run folder is locked)."""
+    for unit in [u for u in order if workdir_in_use(os.path.join(FLAGS.runs_dir, u.key))]:
+        print(f"skipped  {unit.key}: another process is training it", flush=True)
+        order.remove(unit)
+
+
 def _next_unit(order: list[benchmark.Unit], seconds_left: float) -> benchmark.Unit | None:
     """Takes the first unit of ``order`` to start now (``None``: none may start)."""
     if not order or seconds_left <= 0:
@@ -301,6 +308,7 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
     while order or running:
+        _drop_busy(order)
         for slot in range(workers):
             unit = None if slot in running else _next_unit(order, deadline - time.time())
             if unit is None:

@@ -496,3 +496,26 @@ def test_estimates_prefer_units_measured_on_this_cpu_model(tmp_path):
         (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
         expected = 100_000 / (10.0 if seed == 0 else 40.0)  # only another CPU's unit: that one
         assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(expected)
+
+
+def test_the_runner_skips_a_unit_another_process_is_training(tmp_path):
+    """Two runners on one machine never train one unit twice: a unit whose run folder is locked is skipped."""
+    import contextlib
+
+    from qsm_jax.program import train
+
+    key = next(u.key for u in benchmark.suite_units("smoke") if u.config.algo == "td3")
+    runs_dir, units_dir = tmp_path / "runs", tmp_path / "units"
+    (runs_dir / key).mkdir(parents=True)
+    script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    cmd = [sys.executable, script, "--suite=smoke", "--pin=", f"--units={key}", f"--units_dir={units_dir}"]
+    with contextlib.ExitStack() as other_runner:
+        train._lock_workdir(str(runs_dir / key), other_runner)
+        out = subprocess.run(
+            [*cmd, f"--runs_dir={runs_dir}"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"},
+        )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"skipped  {key}: another process is training it" in out.stdout and "start " not in out.stdout

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import qsm_jax
+from qsm_jax.program import train
 from qsm_jax.program.metrics import Output
 from qsm_jax.program.train import train_and_evaluate
 
@@ -54,6 +55,21 @@ def test_a_refused_start_changes_no_file(finished, tmp_path):
     assert _snapshot(workdir) == before  # no config.json with alpha=10 written: the original command still works
     result = train_and_evaluate(_tiny(max_steps=600), str(workdir), progress=False)
     assert result["step"] == 600
+
+
+def test_a_run_another_process_is_training_is_refused_and_left_alone(finished, tmp_path):
+    """The training process holds a lock on its workdir (flock on the folder; released when it ends or
+    dies): a second start on it is one line and touches nothing; once the lock is free it resumes."""
+    workdir = _copy(finished, tmp_path)
+    before = _snapshot(workdir)
+    assert not train.workdir_in_use(str(workdir))
+    with contextlib.ExitStack() as other_process:
+        train._lock_workdir(str(workdir), other_process)
+        assert train.workdir_in_use(str(workdir))
+        with pytest.raises(ValueError, match="another process is training the run in .*pass another --workdir"):
+            train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
+    assert _snapshot(workdir) == before and not train.workdir_in_use(str(workdir))
+    assert train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)["step"] == 400
 
 
 def test_max_steps_below_the_checkpoint_is_refused(finished, tmp_path):

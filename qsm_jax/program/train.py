@@ -13,6 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -295,6 +300,41 @@ def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> bool:
     return start_over
 
 
+def _lock_workdir(workdir: str, stack: contextlib.ExitStack) -> None:
+    """Holds an exclusive lock (``flock``) on the ``workdir`` folder itself while the run trains
+    (released by ``stack``, or by the OS if the process dies; no file is written): a second process
+    on the same run would interleave its checkpoints and metrics with this one's. No-op where
+    ``fcntl`` does not exist (Windows).
+
+    Raises:
+      ValueError: another process holds it (one line).
+    """
+    if fcntl is None:
+        return
+    fd = os.open(workdir, os.O_RDONLY)
+    stack.callback(os.close, fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ValueError(
+            f"another process is training the run in {workdir!r}; wait for it to end, or pass another --workdir"
+        ) from None
+
+
+def workdir_in_use(workdir: str) -> bool:
+    """Whether a process is training the run in ``workdir`` now (it holds the folder's lock)."""
+    if fcntl is None or not os.path.isdir(workdir):
+        return False
+    fd = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
+
+
 def _check_memory(config: RunConfig, obs_dim: int, action_dim: int) -> None:
     """Refuses a replay buffer that cannot fit in the host memory available now (CPU backend)."""
     need = config.num_seeds * config.buffer_size * (2 * obs_dim + action_dim + 2) * 4  # float32 fields
@@ -364,6 +404,7 @@ def _open_run(
     states, loop_keys = init_agents(config, obs_dim, action_dim)
     empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
     os.makedirs(workdir, exist_ok=True)
+    _lock_workdir(workdir, stack)
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     stack.callback(checkpointer.close)  # an open manager would print asyncio tracebacks at exit
     states, buffers, meta = _restore(config, checkpointer, states, empty)
