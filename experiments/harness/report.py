@@ -439,11 +439,16 @@ def paper_answer(units_dir: str) -> str:
         iqm = agg["iqm"][algo]
         return f"{word} SAC (P({algo} > SAC) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of SAC-normalised return {iqm:.2f})"
 
+    def mean(env: str, algo: str) -> float:
+        return float(np.mean([seed_final(r) for r in cells[(env, algo)]]))
+
+    loses = [env.split("/")[-1][:-3] for env in envs if mean(env, PAPER) < mean(env, REFERENCE)]
+    where = f" QSM as published is below SAC on {', '.join(loses)}." if loses else ""
     seeds = "3 seeds" if not agg["pending"] else "the seeds done"
     return (
         f"**On the paper's tasks at 100k env steps** (walker-walk, walker-run, cheetah-run, 3 seeds each), QSM as "
-        f"published {says(PAPER)}; TD3 {says('TD3')}; the mirror variant {says(VARIANT)}. Final return, mean over "
-        f"{seeds}: {per_task}."
+        f"published {says(PAPER)}; TD3 {says('TD3')}; the mirror variant {says(VARIANT)}.{where} Final return, "
+        f"mean over {seeds}: {per_task}."
     )
 
 
