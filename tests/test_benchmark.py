@@ -520,3 +520,15 @@ def test_the_runner_skips_a_unit_another_process_is_training(tmp_path):
         )
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"skipped  {key}: another process is training it" in out.stdout and "start " not in out.stdout
+
+
+def test_bootstrap_intervals_are_reproducible():
+    """The same scores give the same CIs on every call (rliable resamples from NumPy's global generator)."""
+    from rliable import metrics as rly_metrics
+
+    scores = {"A": np.random.default_rng(0).normal(size=(3, 3)), "B": np.random.default_rng(1).normal(size=(3, 3))}
+    first = report._interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
+    np.random.rand(7)  # whatever the global generator did in between
+    second = report._interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
+    for k in scores:
+        np.testing.assert_array_equal(first[k], second[k])

@@ -36,12 +36,20 @@ REFERENCE = "SAC"  # the aggregate normalises by, and compares every other label
 
 
 def _interval_estimates(scores: dict, func, seed: int = 0) -> tuple[dict, dict]:
-    """``rliable``'s stratified bootstrap (95% percentile CIs), seeded for reproducible reports."""
-    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch calls deprecated
-        warnings.simplefilter("ignore", FutureWarning)
-        point, ci = rly.get_interval_estimates(
-            scores, func, reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed)
-        )
+    """``rliable``'s stratified bootstrap (95% percentile CIs), seeded for reproducible reports.
+
+    rliable draws its resampling indices from NumPy's global generator (``np.random.choice``), not
+    from the ``random_state`` it is handed, so that one is seeded here too (and restored after)."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch calls deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            point, ci = rly.get_interval_estimates(
+                scores, func, reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed)
+            )
+    finally:
+        np.random.set_state(saved)
     return point, {
         k: np.reshape(v, (2, -1)).squeeze(-1) if np.ndim(v) == 2 and np.shape(v)[1] == 1 else v for k, v in ci.items()
     }
@@ -316,7 +324,7 @@ def _aggregate_lines(name: str, cells: dict, envs: list, algos: list, out_dir: s
     if agg["pending"]:
         lines.append(
             f"\nNot in the aggregate yet (fewer than {MIN_SEEDS_AGGREGATE} seeds on some env): "
-            f"{', '.join(agg['pending'])}; it joins when its units have run."
+            f"{', '.join(agg['pending'])}; each joins when its units have run."
         )
     return [*lines, f"\n![aggregate]({png})\n"]
 
