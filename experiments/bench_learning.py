@@ -274,14 +274,17 @@ def _drop_busy(order: list[benchmark.Unit]) -> None:
         order.remove(unit)
 
 
-def _next_unit(order: list[benchmark.Unit], seconds_left: float) -> benchmark.Unit | None:
-    """Takes the first unit of ``order`` to start now (``None``: none may start)."""
+def _next_unit(order: list[benchmark.Unit], seconds_left: float, cost: dict) -> benchmark.Unit | None:
+    """Takes the first unit of ``order`` to start now (``None``: none may start). ``cost`` caches
+    each unit's estimated time left (it reads every unit file; clear it when a unit finishes)."""
     if not order or seconds_left <= 0:
         return None
     if not FLAGS.fit_budget or seconds_left == float("inf"):
         return order.pop(0)
     for i, unit in enumerate(order):
-        if FIT_MARGIN * benchmark.remaining_seconds(unit, FLAGS.units_dir, FLAGS.runs_dir) <= seconds_left:
+        if unit.key not in cost:
+            cost[unit.key] = benchmark.remaining_seconds(unit, FLAGS.units_dir, FLAGS.runs_dir)
+        if FIT_MARGIN * cost[unit.key] <= seconds_left:
             return order.pop(i)
     return None
 
@@ -296,6 +299,7 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
     os.makedirs(FLAGS.runs_dir, exist_ok=True)
     print(f"{len(order)} unit(s) to run, {workers} at a time", flush=True)
     running: dict[int, tuple[subprocess.Popen, benchmark.Unit, float]] = {}  # core slot -> process
+    cost: dict[str, float] = {}  # --fit_budget: unit key -> estimated seconds left
 
     def stop_all(*_):
         for proc, _, _ in running.values():
@@ -310,7 +314,7 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
     while order or running:
         _drop_busy(order)
         for slot in range(workers):
-            unit = None if slot in running else _next_unit(order, deadline - time.time())
+            unit = None if slot in running else _next_unit(order, deadline - time.time(), cost)
             if unit is None:
                 continue
             core = cores[slot % len(cores)]
@@ -338,6 +342,7 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
             if proc.poll() is None:
                 continue
             del running[slot]
+            cost.clear()  # a new unit file (or checkpoint) changes the estimates
             path = unit.path(FLAGS.units_dir)
             if proc.returncode == 0 and os.path.exists(path):
                 record = benchmark.load_unit(path)
@@ -350,8 +355,7 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
                     _commit(path, f"Learning unit {unit.key}: final return {record['final_return']:.1f}")
             else:
                 print(f"FAILED   {unit.key} (exit {proc.returncode}); see {FLAGS.runs_dir}/{unit.key}.log", flush=True)
-        none_fits = order and _next_unit(list(order), deadline - time.time()) is None
-        if not running and (time.time() >= deadline or none_fits):
+        if not running and (time.time() >= deadline or _next_unit(list(order), deadline - time.time(), cost) is None):
             if order:
                 print(f"{len(order)} pending unit(s) do not fit in what is left of --time_budget", flush=True)
             break
