@@ -522,6 +522,26 @@ def test_the_runner_skips_a_unit_another_process_is_training(tmp_path):
     assert f"skipped  {key}: another process is training it" in out.stdout and "start " not in out.stdout
 
 
+def test_probability_of_improvement_equals_rliables_bit_for_bit(monkeypatch):
+    """The report's pair-counting P(X > Y) is rliable's (SciPy's Mann-Whitney U), ties and equal runs
+    included, and so are the bootstrap CIs built on it."""
+    from rliable import metrics as rly_metrics
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.normal(size=(nx, t)), rng.normal(size=(ny, t))) for nx, ny, t in ((3, 3, 3), (5, 2, 1), (4, 6, 7))]
+    ties = rng.integers(0, 3, size=(4, 5)).astype(float)
+    cases += [(ties, rng.integers(0, 3, size=(3, 5)).astype(float)), (ties, ties.copy())]
+    for x, y in cases:
+        assert report.probability_of_improvement(x, y) == rly_metrics.probability_of_improvement(x, y)
+    monkeypatch.setattr(report, "BOOTSTRAP_REPS", 200)
+    pairs = {"A": cases[0], "B": cases[3]}
+    ours = report._interval_estimates(pairs, report.probability_of_improvement, seed=1)
+    theirs = report._interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
+    for k in pairs:
+        assert ours[0][k] == theirs[0][k]
+        np.testing.assert_array_equal(ours[1][k], theirs[1][k])
+
+
 def test_bootstrap_intervals_are_reproducible():
     """The same scores give the same CIs on every call (rliable resamples from NumPy's global generator)."""
     from rliable import metrics as rly_metrics
