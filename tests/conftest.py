@@ -26,8 +26,15 @@ import pytest  # noqa: E402
 
 import qsm_jax  # noqa: E402
 
-for _name in _XLA_CACHE:  # in case a plugin imported jax before this file set the environment
-    jax.config.update(_name.lower(), type(jax.config.values[_name.lower()])(os.environ[_name]))
+# In case a plugin imported jax before this file set the environment (jax reads it at import).
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+)
+jax.config.update(
+    "jax_persistent_cache_min_entry_size_bytes", int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"])
+)
+jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 
 @pytest.fixture
