@@ -11,7 +11,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 # programs again and again: a tiny run.py compiles ~110 programs (most of them flax's op-by-op
 # initialisation), 26 s of CPU cold and 8.5 s with a warm cache. Cached executables are the ones XLA
 # would compile, so no number changes. The size cap turns on JAX's file lock, so concurrent processes
-# never read a half-written entry.
+# never read a half-written entry. JAX reads these at import, so they are set before `import jax`.
 _XLA_CACHE = {
     "JAX_COMPILATION_CACHE_DIR": os.path.join(_ROOT, ".pytest_cache", "xla"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -25,16 +25,6 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 import qsm_jax  # noqa: E402
-
-# In case a plugin imported jax before this file set the environment (jax reads it at import).
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
-)
-jax.config.update(
-    "jax_persistent_cache_min_entry_size_bytes", int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"])
-)
-jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 
 @pytest.fixture
