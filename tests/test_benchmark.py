@@ -499,6 +499,26 @@ def test_estimates_prefer_units_measured_on_this_cpu_model(tmp_path):
         assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(expected)
 
 
+def test_estimates_on_this_cpu_model_take_the_fastest_unit_and_elsewhere_the_mean(tmp_path):
+    """A unit that shared its core ran slower, never faster: of the units measured on this CPU model
+    the fastest sets the estimate; units measured on other models only are averaged."""
+    unit = benchmark.make_unit("qsm", "Hopper-v4", 3, 100_000)
+
+    def write(seed, cpu, rate):
+        u = benchmark.make_unit("qsm", "Hopper-v4", seed, 100_000)
+        record = benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
+        record = {**record, "env_steps_per_s": rate, "machine": {**record.get("machine", {}), "cpu": cpu}}
+        (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
+
+    write(0, "Some Other CPU", 10.0)
+    write(1, "Some Other CPU", 30.0)
+    assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(100_000 / 20.0)
+    write(2, benchmark.cpu_model(), 14.0)  # time-shared
+    assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(100_000 / 14.0)
+    write(4, benchmark.cpu_model(), 22.0)  # alone on its core
+    assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(100_000 / 22.0)
+
+
 def test_the_runner_skips_a_unit_another_process_is_training(tmp_path):
     """Two runners on one machine never train one unit twice: a unit whose run folder is locked is skipped."""
     import contextlib

@@ -269,19 +269,26 @@ def queue_order(units_dir: str = UNITS_DIR) -> list[tuple[str, list[Unit]]]:
 
 
 def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
-    """Expected wall-clock of ``unit`` on this kind of machine: its env steps over the mean measured
-    steps/s of the finished units most like it (same agent settings and env, else same agent settings,
-    else same algorithm and env; of those, the ones measured on this CPU model if any, since the
-    machines of one kind differ by up to 2x), or ``PRIOR_STEPS_PER_S`` if none."""
+    """Expected wall-clock of ``unit`` on this kind of machine: its env steps over the measured steps/s
+    of the finished units most like it (same agent settings and env, else same agent settings, else
+    same algorithm and env), or ``PRIOR_STEPS_PER_S`` if none.
+
+    Of those units, the ones measured on this CPU model set the estimate if any (machines of one kind
+    differ by up to 2x), with the fastest one's rate: a unit that shared its core with other work only
+    ever ran slower (up to 1.6x measured), and units alone on a core of one model agree within ~3%.
+    Measured on other CPU models only: their mean, an estimate that errs either way."""
     records = [r for r in load_units(units_dir) if r["algo"] == unit.config.algo and r.get("env_steps_per_s")]
     same_agent = [r for r in records if unit_of(r).config.agent == unit.config.agent]
     same_env = [r for r in same_agent if r["env"] == unit.config.env]
     like = same_env or same_agent or [r for r in records if r["env"] == unit.config.env]
     cpu = cpu_model()
-    like = [r for r in like if r.get("machine", {}).get("cpu") == cpu] or like
-    rate = (
-        float(np.mean([r["env_steps_per_s"] for r in like])) if like else PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
-    )
+    here = [r["env_steps_per_s"] for r in like if r.get("machine", {}).get("cpu") == cpu]
+    if here:
+        rate = float(max(here))
+    elif like:
+        rate = float(np.mean([r["env_steps_per_s"] for r in like]))
+    else:
+        rate = PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
     return unit.config.max_steps / rate
 
 
