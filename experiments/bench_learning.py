@@ -309,30 +309,23 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
         print("stopped; re-run the same command to resume the interrupted units from their checkpoints", flush=True)
         sys.exit(1)
 
+    def drain(*_):  # SIGUSR1: start nothing more; the running units finish, past the deadline too
+        nonlocal draining, deadline
+        draining, deadline = True, float("inf")
+        print(f"draining: no unit starts any more; the {len(running)} running finish", flush=True)
+
+    draining = False
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGUSR1, drain)
     while order or running:
         _drop_busy(order)
         for slot in range(workers):
-            unit = None if slot in running else _next_unit(order, deadline - time.time(), cost)
-            if unit is None:
+            unit = None if slot in running or draining else _next_unit(order, deadline - time.time(), cost)
+            if unit is None or draining:  # draining: also when SIGUSR1 came while _next_unit ran
                 continue
             core = cores[slot % len(cores)]
-            cmd = [
-                sys.executable,
-                os.path.abspath(__file__),
-                f"--suite={','.join(FLAGS.suite)}",
-                f"--unit={unit.key}",
-                f"--units_dir={FLAGS.units_dir}",
-                f"--runs_dir={FLAGS.runs_dir}",
-            ]
-            log = open(os.path.join(FLAGS.runs_dir, unit.key + ".log"), "a")  # noqa: SIM115
-            pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
-            running[slot] = (
-                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin),
-                unit,
-                time.time(),
-            )
+            running[slot] = (_start(unit, core), unit, time.time())
             print(f"start    {unit.key} on core {core}", flush=True)
         if time.time() >= deadline and running:
             print("time budget spent", flush=True)
@@ -343,22 +336,41 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
                 continue
             del running[slot]
             cost.clear()  # a new unit file (or checkpoint) changes the estimates
-            path = unit.path(FLAGS.units_dir)
-            if proc.returncode == 0 and os.path.exists(path):
-                record = benchmark.load_unit(path)
-                print(
-                    f"done     {unit.key}: final return {record['final_return']:.1f} "
-                    f"({_minutes(time.time() - started)})",
-                    flush=True,
-                )
-                if FLAGS.git_commit:
-                    _commit(path, f"Learning unit {unit.key}: final return {record['final_return']:.1f}")
-            else:
-                print(f"FAILED   {unit.key} (exit {proc.returncode}); see {FLAGS.runs_dir}/{unit.key}.log", flush=True)
+            _finished(unit, proc.returncode, started)
+        if draining:
+            order.clear()
         if not running and (time.time() >= deadline or _next_unit(list(order), deadline - time.time(), cost) is None):
             if order:
                 print(f"{len(order)} pending unit(s) do not fit in what is left of --time_budget", flush=True)
             break
+
+
+def _start(unit: benchmark.Unit, core: int) -> subprocess.Popen:
+    """Starts ``unit`` as a process of this script pinned to ``core``, its output in its run log."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        f"--suite={','.join(FLAGS.suite)}",
+        f"--unit={unit.key}",
+        f"--units_dir={FLAGS.units_dir}",
+        f"--runs_dir={FLAGS.runs_dir}",
+    ]
+    log = open(os.path.join(FLAGS.runs_dir, unit.key + ".log"), "a")  # noqa: SIM115
+    pin = (lambda: os.sched_setaffinity(0, {core})) if hasattr(os, "sched_setaffinity") else None
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin)
+
+
+def _finished(unit: benchmark.Unit, returncode: int, started: float) -> None:
+    """Reports (and with --git_commit commits) the unit file of a unit process that ended."""
+    path = unit.path(FLAGS.units_dir)
+    if returncode != 0 or not os.path.exists(path):
+        print(f"FAILED   {unit.key} (exit {returncode}); see {FLAGS.runs_dir}/{unit.key}.log", flush=True)
+        return
+    record = benchmark.load_unit(path)
+    took = _minutes(time.time() - started)
+    print(f"done     {unit.key}: final return {record['final_return']:.1f} ({took})", flush=True)
+    if FLAGS.git_commit:
+        _commit(path, f"Learning unit {unit.key}: final return {record['final_return']:.1f}")
 
 
 def main(argv):

@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -485,6 +487,35 @@ def test_fit_budget_starts_only_units_whose_time_left_fits(tmp_path):
     assert not os.path.exists(units_dir) or not os.listdir(units_dir)
     bad = subprocess.run([*common, "--fit_budget"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "--fit_budget needs" in bad.stderr
+
+
+def test_sigusr1_drains_the_runner_running_units_finish_past_the_deadline_and_none_starts(tmp_path):
+    """`kill -USR1 <runner>`: no unit starts any more, and the running one finishes (its file is
+    written) even if --time_budget runs out meanwhile, instead of being stopped."""
+    first, second = [u.key for u in benchmark.suite_units("smoke") if u.config.algo == "td3"]
+    units_dir, runs_dir = tmp_path / "units", tmp_path / "runs"
+    script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    cmd = [sys.executable, script, "--suite=smoke", "--pin=", f"--units={first},{second}", "--workers=1"]
+    proc = subprocess.Popen(
+        [*cmd, "--time_budget=0.1", f"--units_dir={units_dir}", f"--runs_dir={runs_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"},
+    )
+    lines = []
+    while not any(line.startswith("start ") for line in lines):
+        lines.append(proc.stdout.readline())
+        assert lines[-1], proc.stderr.read()[-2000:]  # the runner ended before it started a unit
+    started = time.time()  # the 1.2 s deadline was set before this start
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=600)
+    assert time.time() - started > 0.02 * 60  # the unit outlived the deadline
+    out = "".join(lines) + out
+    assert proc.returncode == 0, err[-2000:]
+    assert "draining: no unit starts any more; the 1 running finish" in out
+    assert f"done     {first}" in out and "time budget spent" not in out and second not in out
+    assert os.listdir(units_dir) == [f"{first}.json"]
 
 
 def test_estimates_prefer_units_measured_on_this_cpu_model(tmp_path):
