@@ -12,6 +12,7 @@ One unit = one (algo, env, seed, max_steps, settings) run; a finished unit write
 checkpoint in `runs/units/<key>/`. Pending units run `--workers` at a time, each in its own process
 pinned to one CPU core (on a 2-core CPU two pinned processes do 1.2-1.6x the updates/s of one
 process on both cores). `--git_commit` commits each unit file the moment it is written.
+`kill -USR1 <runner pid>` drains the runner: no unit starts any more, the running ones finish.
 
 Units run the committed code of `--pin` (default HEAD), never uncommitted edits: the runner checks
 that commit out in a worktree under `runs/pinned/` and runs from there, writing unit files into this
