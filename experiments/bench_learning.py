@@ -322,7 +322,7 @@ def _run_pending(units: list[benchmark.Unit]) -> None:
     while order or running:
         _drop_busy(order)
         for slot in range(workers):
-            unit = None if slot in running or draining else _next_unit(order, deadline - time.time(), cost)
+            unit = None if slot in running else _next_unit(order, deadline - time.time(), cost)
             if unit is None or draining:  # draining: also when SIGUSR1 came while _next_unit ran
                 continue
             core = cores[slot % len(cores)]

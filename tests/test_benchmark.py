@@ -497,7 +497,7 @@ def test_sigusr1_drains_the_runner_running_units_finish_past_the_deadline_and_no
     script = os.path.join(ROOT, "experiments", "bench_learning.py")
     cmd = [sys.executable, script, "--suite=smoke", "--pin=", f"--units={first},{second}", "--workers=1"]
     proc = subprocess.Popen(
-        [*cmd, "--time_budget=0.1", f"--units_dir={units_dir}", f"--runs_dir={runs_dir}"],
+        [*cmd, "--time_budget=0.02", f"--units_dir={units_dir}", f"--runs_dir={runs_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
