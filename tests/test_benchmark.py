@@ -1,5 +1,6 @@
 """Learning-benchmark units (run, skip, resume, identity) and the report's statistics and outputs."""
 
+import functools
 import json
 import os
 import re
@@ -518,14 +519,19 @@ def test_sigusr1_drains_the_runner_running_units_finish_past_the_deadline_and_no
     assert os.listdir(units_dir) == [f"{first}.json"]
 
 
+def _write_hopper_unit(units_dir, seed: int, cpu: str, rate: float) -> None:
+    """A finished QSM Hopper-v4 unit file measured at ``rate`` env steps/s on ``cpu``."""
+    u = benchmark.make_unit("qsm", "Hopper-v4", seed, 100_000)
+    record = benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
+    record = {**record, "env_steps_per_s": rate, "machine": {**record.get("machine", {}), "cpu": cpu}}
+    (units_dir / f"{u.key}.json").write_text(json.dumps(record))
+
+
 def test_estimates_prefer_units_measured_on_this_cpu_model(tmp_path):
     """Machines of one kind differ by up to 2x: a unit measured on this CPU model sets the estimate."""
     unit = benchmark.make_unit("qsm", "Hopper-v4", 2, 100_000)
     for seed, cpu, rate in ((0, "Some Other CPU", 10.0), (1, benchmark.cpu_model(), 40.0)):
-        u = benchmark.make_unit("qsm", "Hopper-v4", seed, 100_000)
-        record = benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
-        record = {**record, "env_steps_per_s": rate, "machine": {**record.get("machine", {}), "cpu": cpu}}
-        (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
+        _write_hopper_unit(tmp_path, seed, cpu, rate)
         expected = 100_000 / (10.0 if seed == 0 else 40.0)  # only another CPU's unit: that one
         assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(expected)
 
@@ -534,13 +540,7 @@ def test_estimates_on_this_cpu_model_take_the_fastest_unit_and_elsewhere_the_mea
     """A unit that shared its core ran slower, never faster: of the units measured on this CPU model
     the fastest sets the estimate; units measured on other models only are averaged."""
     unit = benchmark.make_unit("qsm", "Hopper-v4", 3, 100_000)
-
-    def write(seed, cpu, rate):
-        u = benchmark.make_unit("qsm", "Hopper-v4", seed, 100_000)
-        record = benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
-        record = {**record, "env_steps_per_s": rate, "machine": {**record.get("machine", {}), "cpu": cpu}}
-        (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
-
+    write = functools.partial(_write_hopper_unit, tmp_path)
     write(0, "Some Other CPU", 10.0)
     write(1, "Some Other CPU", 30.0)
     assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(100_000 / 20.0)
