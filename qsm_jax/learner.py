@@ -357,17 +357,20 @@ def sample_actions(state: QSMState, observations: jax.Array, key: jax.Array, *, 
       state: agent.
       observations: (B, S), or a single observation (S,).
       key: PRNG key.
-      explore: add the training exploration noise (``config.exploration_noise``), as when
-        collecting data; evaluation uses the plain stochastic chain.
+      explore: add the training exploration noise (``exploration_std``), as when collecting
+        data; without it (evaluation) actions are sampled as ``config.eval_sampling`` says.
 
     Returns:
       Actions in [-1, 1], (B, A) (or (A,) for a single observation).
+
+    Raises:
+      ValueError: observations not of shape (B, S) or (S,) (one line).
     """
     observations = jnp.asarray(observations, jnp.float32)
-    if observations.ndim == 1:
-        return _sample_jit(state, observations[None], key, explore)[0]
-    if observations.ndim != 2 or observations.shape[1] != state.obs_dim:
+    if observations.ndim not in (1, 2) or observations.shape[-1] != state.obs_dim:
         raise ValueError(
             f"observations must have shape (B, {state.obs_dim}) or ({state.obs_dim},), got {observations.shape}"
         )
+    if observations.ndim == 1:
+        return _sample_jit(state, observations[None], key, explore)[0]
     return _sample_jit(state, observations, key, explore)

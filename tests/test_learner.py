@@ -86,6 +86,8 @@ def test_bad_inputs_are_rejected(tiny_config, key):
     state = qsm_jax.create_train_state(key, OBS_DIM, ACT_DIM, tiny_config)
     with pytest.raises(ValueError, match="observations must have shape"):
         qsm_jax.sample_actions(state, jnp.zeros((2, OBS_DIM + 1)), key)
+    with pytest.raises(ValueError, match="observations must have shape"):
+        qsm_jax.sample_actions(state, jnp.zeros(OBS_DIM + 1), key)
     bad = _random_batch(0)._replace(rewards=np.array([np.nan] + [0.0] * (BATCH - 1), np.float32))
     with pytest.raises(ValueError, match="batch.rewards contains NaN"):
         qsm_jax.check_batch(bad, OBS_DIM, ACT_DIM)
