@@ -1,8 +1,12 @@
 """DeepMind Control Suite tasks (through shimmy) in the same program: flat observations, truncation, resume."""
 
+import logging
+import warnings
+
 import jax
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 
 from qsm_jax.program.envs import EnvPool, env_dims, make_env
 from qsm_jax.program.train import restore_run, train_and_evaluate
@@ -47,6 +51,20 @@ def test_dmc_flattening_follows_the_observation_spec_order():
     assert sorted(dict_obs) == ["height", "orientations", "velocity"]  # alphabetical, as gymnasium's Dict
     want = np.concatenate([np.ravel(dict_obs[k]) for k in sorted(dict_obs)]).astype(np.float32)
     np.testing.assert_array_equal(flat, want)
+
+
+def test_making_a_dmc_task_prints_no_third_party_noise(caplog):
+    """No RuntimeWarning from float32 bounds on dm_control's float64 actions, no MuJoCo settotalmass
+    notices; other absl warnings still get through."""
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = make_env("dm_control/cheetah-run-v0")
+        absl_logging.warning("a warning of the user's own")
+    env.close()
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert [r.getMessage() for r in caplog.records] == ["a warning of the user's own"]
+    np.testing.assert_array_equal(env.action_space.low, -1.0)
+    np.testing.assert_array_equal(env.action_space.high, 1.0)
 
 
 def test_dmc_episode_ends_as_a_truncation_at_1000_steps():
