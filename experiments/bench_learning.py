@@ -111,7 +111,8 @@ def _minutes(seconds: float) -> str:
 
 
 def _list(units: list[benchmark.Unit]) -> None:
-    """Every unit, done or pending with a time estimate; the queue item by item, in run order."""
+    """Every unit, done or pending with the time it has left (less from a checkpoint); the queue item by
+    item, in run order."""
     done = {r["key"]: r for r in benchmark.load_units(FLAGS.units_dir)}
     pending_s = 0.0
     if FLAGS.suite == [benchmark.QUEUE_NAME]:
@@ -130,9 +131,11 @@ def _list(units: list[benchmark.Unit]) -> None:
                 took = _minutes(r["wall_seconds"])
                 print(f"done     {u.key}  final return {r['final_return']:8.1f}  ({took}, {r['date'][:10]})  {label}")
             else:
-                est = benchmark.estimated_seconds(u, FLAGS.units_dir)
+                est = benchmark.remaining_seconds(u, FLAGS.units_dir, FLAGS.runs_dir)
                 pending_s += est
-                print(f"pending  {u.key}  est. {_minutes(est)} on one core  {label}")
+                step = benchmark.checkpointed_step(u, FLAGS.runs_dir)
+                resumes = f" (resumes at env step {step})" if step else ""
+                print(f"pending  {u.key}  est. {_minutes(est)} on one core{resumes}  {label}")
     n_done = sum(u.key in done for u in units)
     print(f"{n_done}/{len(units)} done; pending: about {_minutes(pending_s)} of single-core time")
 

@@ -232,8 +232,11 @@ def test_report_marks_missing_units_pending(fixture_suite):
 def test_bench_learning_list_and_errors(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
     script = os.path.join(ROOT, "experiments", "bench_learning.py")
+    half_done, sibling = (benchmark.make_unit("qsm", "Walker2d-v4", seed, 100_000).key for seed in (0, 1))
+    runs = tmp_path / "runs"
+    os.makedirs(runs / half_done / "checkpoints" / "50000")
     out = subprocess.run(
-        [sys.executable, script, "--suite=core100k", "--list", f"--units_dir={tmp_path}"],
+        [sys.executable, script, "--suite=core100k", "--list", f"--units_dir={tmp_path}", f"--runs_dir={runs}"],
         capture_output=True,
         text=True,
         env=env,
@@ -242,6 +245,13 @@ def test_bench_learning_list_and_errors(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 24
     assert lines[-1].startswith("0/24 done")
+    minutes = {}  # a unit with a checkpoint halfway lists half the time left of its twin
+    for line in lines:
+        if est := re.search(r"est\. ([\d.]+) (min|h)", line):
+            minutes[line.split()[1]] = float(est[1]) * (60 if est[2] == "h" else 1)
+    assert minutes[half_done] == pytest.approx(minutes[sibling] / 2, abs=0.5)
+    resuming = [line for line in lines if "resumes" in line]
+    assert len(resuming) == 1 and half_done in resuming[0] and "(resumes at env step 50000)" in resuming[0]
     bad = subprocess.run([sys.executable, script, "--suite=nope", "--list"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "unknown suite 'nope'" in bad.stderr
 
