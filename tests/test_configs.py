@@ -64,6 +64,10 @@ def test_every_config_field_has_a_generated_flag_with_help():
     for name in names:
         assert name in values, f"no flag for {name}"
         assert len(values[name].help) > 10, f"--{name} has no help: document it in the dataclass docstring"
+    texts = {}  # one text for two flags (a docstring entry naming both) would not say which does what
+    for name in names:
+        texts.setdefault(values[name].help.split(" [")[0], []).append(name)
+    assert [sorted(n) for n in texts.values() if len(n) > 1] == []
     values(["run.py", "--algo=td3", "--policy_delay=3", "--actor_hidden_dims=8,8", "--max_steps=5000"])
     config = cli.config_from_flags(values)
     assert (config.agent.policy_delay, config.agent.actor_hidden_dims, config.max_steps) == (3, (8, 8), 5000)

@@ -32,7 +32,8 @@ class TD3Config:
       actor_lr, critic_lr: Adam learning rates.
       gamma, tau: discount and Polyak rate of the target networks.
       exploration_noise: std of the Gaussian added to training actions.
-      policy_noise, noise_clip: target policy smoothing noise std and its clip.
+      policy_noise: std of the target policy smoothing noise (Gaussian, on the target actor's action).
+      noise_clip: that noise is clipped to [-noise_clip, noise_clip].
       policy_delay: critic updates per actor (and target) update.
     """
 
