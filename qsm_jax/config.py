@@ -113,7 +113,8 @@ class QSMConfig(DiffusionPolicyConfig):
       auto_temperature: learn temp by SAC's rule toward the target entropy.
       target_entropy_scale: target entropy = this * A (SAC's -A by default), for the automatic
         temperature (entropy of the chain) and the adaptive noise (entropy of chain + noise).
-      temperature_lr: Adam learning rate of log temp, with ``auto_temperature`` (SAC's 3e-4).
+      temperature_lr: Adam learning rate of the log entropy temperature (``entropy_temperature`` with
+        ``auto_temperature``; not the chain's ``temperature``), SAC's 3e-4.
       noise_lr: Adam learning rate of the log noise scale, with adaptive ``exploration`` (DACER's 3e-2).
       entropy_draws: noise draws per diffusion level of the log pi estimate
         (``losses.log_prob_estimate``: B * T * draws denoiser evaluations per update).
