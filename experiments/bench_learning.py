@@ -111,8 +111,8 @@ def _minutes(seconds: float) -> str:
 
 
 def _list(units: list[benchmark.Unit]) -> None:
-    """Every unit, done or pending with the time it has left (less from a checkpoint); the queue item by
-    item, in run order."""
+    """Every unit, done, running or pending with the time it has left (less from a checkpoint); the
+    queue item by item, in run order."""
     done = {r["key"]: r for r in benchmark.load_units(FLAGS.units_dir)}
     pending_s = 0.0
     if FLAGS.suite == [benchmark.QUEUE_NAME]:
@@ -133,11 +133,17 @@ def _list(units: list[benchmark.Unit]) -> None:
             else:
                 est = benchmark.remaining_seconds(u, FLAGS.units_dir, FLAGS.runs_dir)
                 pending_s += est
-                step = benchmark.checkpointed_step(u, FLAGS.runs_dir)
-                resumes = f" (resumes at env step {step})" if step else ""
-                print(f"pending  {u.key}  est. {_minutes(est)} on one core{resumes}  {label}")
+                print(f"{_unfinished_line(u, est)}  {label}")
     n_done = sum(u.key in done for u in units)
     print(f"{n_done}/{len(units)} done; pending: about {_minutes(pending_s)} of single-core time")
+
+
+def _unfinished_line(unit: benchmark.Unit, seconds_left: float) -> str:
+    """ "running" (a process holds its run folder) or "pending", the time left, the checkpoint it has."""
+    state = "running" if workdir_in_use(os.path.join(FLAGS.runs_dir, unit.key)) else "pending"
+    step = benchmark.checkpointed_step(unit, FLAGS.runs_dir)
+    at = f" ({'last checkpoint' if state == 'running' else 'resumes'} at env step {step})" if step else ""
+    return f"{state}  {unit.key}  est. {_minutes(seconds_left)} on one core{at}"
 
 
 def _pinned_worktree(commit: str) -> str:

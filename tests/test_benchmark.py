@@ -1,5 +1,6 @@
 """Learning-benchmark units (run, skip, resume, identity) and the report's statistics and outputs."""
 
+import contextlib
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 import scipy.stats
 
 from harness import benchmark, report
+from qsm_jax.program import train
 from qsm_jax.program.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,17 +235,22 @@ def test_bench_learning_list_and_errors(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
     script = os.path.join(ROOT, "experiments", "bench_learning.py")
     half_done, sibling = (benchmark.make_unit("qsm", "Walker2d-v4", seed, 100_000).key for seed in (0, 1))
+    busy = benchmark.make_unit("sac", "Hopper-v4", 2, 100_000).key
     runs = tmp_path / "runs"
     os.makedirs(runs / half_done / "checkpoints" / "50000")
-    out = subprocess.run(
-        [sys.executable, script, "--suite=core100k", "--list", f"--units_dir={tmp_path}", f"--runs_dir={runs}"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    os.makedirs(runs / busy)
+    with contextlib.ExitStack() as training:
+        train._lock_workdir(str(runs / busy), training)  # as a training process holds its run folder
+        out = subprocess.run(
+            [sys.executable, script, "--suite=core100k", "--list", f"--units_dir={tmp_path}", f"--runs_dir={runs}"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 24
+    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 23
+    assert [line.split()[:2] for line in lines if line.startswith("running  ")] == [["running", busy]]
     assert lines[-1].startswith("0/24 done")
     minutes = {}  # a unit with a checkpoint halfway lists half the time left of its twin
     for line in lines:
@@ -307,7 +314,7 @@ def test_named_variants_have_short_labels_and_estimates_use_units_like_them(tmp_
 def test_bench_learning_lists_the_queue_in_order(tmp_path):
     script = os.path.join(ROOT, "experiments", "bench_learning.py")
     out = subprocess.run(
-        [sys.executable, script, "--list", f"--units_dir={tmp_path}"],
+        [sys.executable, script, "--list", f"--units_dir={tmp_path}", f"--runs_dir={tmp_path}/runs"],
         capture_output=True,
         text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
@@ -562,9 +569,6 @@ def test_estimates_on_this_cpu_model_take_the_fastest_unit_and_elsewhere_the_mea
 
 def test_the_runner_skips_a_unit_another_process_is_training(tmp_path):
     """Two runners on one machine never train one unit twice: a unit whose run folder is locked is skipped."""
-    import contextlib
-
-    from qsm_jax.program import train
 
     key = next(u.key for u in benchmark.suite_units("smoke") if u.config.algo == "td3")
     runs_dir, units_dir = tmp_path / "runs", tmp_path / "units"
