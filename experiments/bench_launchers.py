@@ -29,9 +29,9 @@ from harness.files import write_results
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "results/launchers.md", "Markdown report.")
-flags.DEFINE_integer("fake_cpus", 16, "(b): logical CPUs of the Ray instance.")
-flags.DEFINE_integer("fake_units", 64, "(b): stand-in units.")
-flags.DEFINE_float("fake_seconds", 2.0, "(b): seconds each stand-in unit sleeps.")
+flags.DEFINE_integer("fake_cpus", 16, "(b): logical CPUs of the Ray instance.", lower_bound=1)
+flags.DEFINE_integer("fake_units", 64, "(b): stand-in units.", lower_bound=1)
+flags.DEFINE_float("fake_seconds", 2.0, "(b): seconds each stand-in unit sleeps.", lower_bound=0)
 flags.DEFINE_bool("smoke", True, "Run (a).")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -41,21 +41,25 @@ from qsm_jax.program.replay import replay_add, replay_init  # noqa: E402
 from qsm_jax.program.train import RunConfig, init_agents, seed_sharding  # noqa: E402
 
 FLAGS = flags.FLAGS
+BATCH = 256
 SECTIONS = ("updates", "loops", "seeds", "variants", "envs", "dql", "entropy", "depth")
 flags.DEFINE_string("out", "results/speed.md", "Markdown report (a .json with the raw numbers goes beside it).")
-flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds; the best round is reported.")
-flags.DEFINE_integer("updates", 40, "Updates per timing of (a).")
-flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).")
-flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).")
+flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds; the best round is reported.", lower_bound=1)
+flags.DEFINE_integer("updates", 40, "Updates per timing of (a).", lower_bound=1)
+flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).", lower_bound=1)
+flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).", lower_bound=1)
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
 flags.DEFINE_list(
     "sections",
     list(SECTIONS),
     "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
 )
-flags.DEFINE_integer("buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).")
-
-BATCH = 256
+flags.register_validator(
+    "sections", lambda v: bool(v) and set(v) <= set(SECTIONS), f"--sections must be some of {','.join(SECTIONS)}"
+)
+flags.DEFINE_integer(
+    "buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).", lower_bound=BATCH
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -439,7 +443,10 @@ def main(argv):
             ["git", "status", "--porcelain", "qsm_jax", "experiments"], capture_output=True, text=True
         ).stdout.strip()
     )
-    env = make_env(FLAGS.env)
+    try:
+        env = make_env(FLAGS.env)
+    except ValueError as e:
+        sys.exit(f"bench_speed.py: error: {e}")
     obs_dim, action_dim = env_dims(env)
     report = report_now = {
         "command": " ".join(["python", *sys.argv]),

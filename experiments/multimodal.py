@@ -27,8 +27,8 @@ from qsm_jax.baselines.sac import SACConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "results", "Where the PNG and the markdown table go.")
-flags.DEFINE_integer("updates", 3000, "Updates per agent.")
-flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_integer("updates", 3000, "Updates per agent.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
 
 SMALL = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
 # (title, algo, config): reference settings first, then settings matched to Q in [0, 1].

@@ -46,10 +46,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "results/scale.md", "Markdown report (JSON and PNG beside it).")
 flags.DEFINE_list("dims", ["2", "6", "17", "38"], "Action dimensions d.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-flags.DEFINE_integer("updates", 2000, "Updates per run (every agent, every d).")
+flags.DEFINE_integer("updates", 2000, "Updates per run (every agent, every d).", lower_bound=1)
 flags.DEFINE_list("agents", [], "Agents to run (default: every one of AGENTS).")
 flags.DEFINE_list("depths", ["5"], "Diffusion depths T of the diffusion agents (SAC has none; it runs once).")
-flags.DEFINE_float("time_budget", 0.0, "Minutes; no run starts after this (0 = none). Rerun to resume.")
+flags.DEFINE_float("time_budget", 0.0, "Minutes; no run starts after this (0 = none). Rerun to resume.", lower_bound=0)
+for _name, _low in (("dims", 2), ("seeds", 0), ("depths", 1)):  # checked before any file is written
+    flags.register_validator(
+        _name,
+        lambda values, low=_low: bool(values) and all(v.isdigit() and int(v) >= low for v in values),
+        f"--{_name} must be comma-separated integers >= {_low}",
+    )
 flags.DEFINE_string(
     "shard", "0/1", "i/n: run every n-th planned run from the i-th, so n processes (one per core) share one sweep."
 )

@@ -224,3 +224,29 @@ def test_evaluation_videos_are_valid_mp4s(tmp_path):
         frames = iio.imread(tmp_path / "filmed" / "videos" / f"{step}.mp4")
         assert frames.ndim == 4 and frames.shape[-1] == 3 and len(frames) == count >= 2
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [200, 400]
+
+
+@pytest.mark.parametrize(
+    "script, args, says",
+    [
+        ("scale_bandit.py", ["--dims=0,2"], "--dims must be comma-separated integers >= 2"),
+        ("scale_bandit.py", ["--seeds=a"], "--seeds must be comma-separated integers >= 0"),
+        ("bench_speed.py", ["--sections=nope"], "--sections must be some of updates,"),
+        ("bench_speed.py", ["--sections=envs", "--env=Nope-v1"], "unknown env id 'Nope-v1'"),
+        ("multimodal.py", ["--updates=0"], "--updates=0"),
+        ("bench_launchers.py", ["--fake_units=0"], "--fake_units=0"),
+    ],
+)
+def test_measurement_scripts_refuse_bad_flags_before_writing_anything(tmp_path, script, args, says):
+    """A bad flag used to rewrite results/ (scale_bandit.py --dims=0 emptied scale.json) or run anyway."""
+    out = ["--out_dir", str(tmp_path)] if script == "multimodal.py" else ["--out", str(tmp_path / "r.md")]
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", script), *args, f"{out[0]}={out[1]}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"},
+        timeout=120,
+    )
+    assert run.returncode != 0 and "Traceback" not in run.stderr and says in run.stderr, run.stderr[-2000:]
+    assert os.listdir(tmp_path) == []
