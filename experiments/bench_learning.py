@@ -139,10 +139,13 @@ def _list(units: list[benchmark.Unit]) -> None:
 
 
 def _unfinished_line(unit: benchmark.Unit, seconds_left: float) -> str:
-    """ "running" (a process holds its run folder) or "pending", the time left, the checkpoint it has."""
+    """The line of a unit not done: running (a process holds its run folder) or pending, its time left,
+    its checkpoint, and whether the estimate is rough."""
     state = "running" if workdir_in_use(os.path.join(FLAGS.runs_dir, unit.key)) else "pending"
     step = benchmark.checkpointed_step(unit, FLAGS.runs_dir)
     at = f" ({'last checkpoint' if state == 'running' else 'resumes'} at env step {step})" if step else ""
+    rough = benchmark.estimate_is_rough(unit, FLAGS.units_dir)
+    at += " (rough: no unit of these settings measured yet)" if rough else ""
     return f"{state}  {unit.key}  est. {_minutes(seconds_left)} on one core{at}"
 
 

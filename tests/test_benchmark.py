@@ -306,6 +306,10 @@ def test_named_variants_have_short_labels_and_estimates_use_units_like_them(tmp_
         record = {**benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0), "env_steps_per_s": rate}
         (tmp_path / f"{u.key}.json").write_text(json.dumps(record))
     assert benchmark.estimated_seconds(unit, str(tmp_path)) == pytest.approx(100_000 / 10.0)
+    assert not benchmark.estimate_is_rough(unit, str(tmp_path))
+    maxent = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000, agent=benchmark.VARIANT_MAXENT)
+    assert benchmark.estimate_is_rough(maxent, str(tmp_path))  # borrowed from the paper's QSM on Hopper
+    assert benchmark.estimated_seconds(maxent, str(tmp_path)) == pytest.approx(100_000 / 40.0)
     assert benchmark.estimated_seconds(benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000), str(tmp_path)) == (
         pytest.approx(100_000 / 40.0)
     )

@@ -277,10 +277,7 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     differ by up to 2x), with the fastest one's rate: a unit that shared its core with other work only
     ever ran slower (up to 1.6x measured), and units alone on a core of one model agree within ~3%.
     Measured on other CPU models only: their mean, an estimate that errs either way."""
-    records = [r for r in load_units(units_dir) if r["algo"] == unit.config.algo and r.get("env_steps_per_s")]
-    same_agent = [r for r in records if unit_of(r).config.agent == unit.config.agent]
-    same_env = [r for r in same_agent if r["env"] == unit.config.env]
-    like = same_env or same_agent or [r for r in records if r["env"] == unit.config.env]
+    like, _ = _units_like(unit, units_dir)
     cpu = cpu_model()
     here = [r["env_steps_per_s"] for r in like if r.get("machine", {}).get("cpu") == cpu]
     if here:
@@ -290,6 +287,22 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
     else:
         rate = PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
     return unit.config.max_steps / rate
+
+
+def _units_like(unit: Unit, units_dir: str) -> tuple[list[dict], bool]:
+    """The finished units whose rate estimates ``unit``'s, and whether they ran its agent settings."""
+    records = [r for r in load_units(units_dir) if r["algo"] == unit.config.algo and r.get("env_steps_per_s")]
+    same_agent = [r for r in records if unit_of(r).config.agent == unit.config.agent]
+    if same_agent:
+        return [r for r in same_agent if r["env"] == unit.config.env] or same_agent, True
+    return [r for r in records if r["env"] == unit.config.env], False
+
+
+def estimate_is_rough(unit: Unit, units_dir: str = UNITS_DIR) -> bool:
+    """Whether no finished unit ran ``unit``'s agent settings: its estimate then borrows the rate of
+    other settings of the algorithm (or the prior), off by the ratio of their costs per step (max-ent
+    QSM's update costs 1.5x the paper's, results/speed.md)."""
+    return not _units_like(unit, units_dir)[1]
 
 
 def checkpointed_step(unit: Unit, runs_dir: str = RUNS_DIR) -> int:
