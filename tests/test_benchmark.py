@@ -463,6 +463,15 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
     assert "TD3 trails SAC" in answer or "TD3 matches SAC" in answer
 
 
+def test_the_answer_says_below_sac_when_the_interval_holds_one_half_but_p_does_not():
+    from harness import report
+
+    assert report.versus_sac(0.22, 0.0, 0.44) == "trails SAC"
+    assert report.versus_sac(0.8, 0.6, 1.0) == "beats SAC"
+    assert report.versus_sac(0.59, 0.37, 0.78) == "matches SAC"
+    assert report.versus_sac(0.26, 0.0, 0.56) == "is below SAC (within the noise)"
+
+
 def test_learned_temperature_is_recorded_and_reported(tmp_path):
     """A QSM-maxent unit keeps its temperature trajectory (from the train metric rows); the report
     shows it per seed. Other units record none."""

@@ -421,12 +421,23 @@ PAPER = "QSM"  # QSM as published
 VARIANT = "QSM-mirror"
 
 
+def versus_sac(p: float, lo: float, hi: float) -> str:
+    """Words for P(X > SAC) = ``p`` with 95% CI [``lo``, ``hi``]: "trails SAC" or "beats SAC" when the
+    CI excludes 0.5; inside it, "matches SAC" only from p >= 0.5, else "is below SAC (within the
+    noise)": a variant that loses 3 runs in 4 does not "match"."""
+    if hi < 0.5:
+        return "trails SAC"
+    if lo > 0.5:
+        return "beats SAC"
+    return "matches SAC" if p >= 0.5 else "is below SAC (within the noise)"
+
+
 def paper_answer(units_dir: str) -> str:
     """The plain answer, from the unit files alone, to the paper's claim on its own benchmark: does
     QSM as published match SAC and TD3 on the ``dmc100k`` tasks at 100k env steps, and does the
     variant? Per task the mean final return over the seeds done; once QSM and SAC have 3 seeds on
-    every task, the rliable aggregate decides (P(X > SAC) with its 95% CI: below 0.5 = trails,
-    containing 0.5 = matches, above = beats); an algorithm with fewer seeds is named pending."""
+    every task, the rliable aggregate decides (P(X > SAC) with its 95% CI, ``versus_sac``); an
+    algorithm with fewer seeds is named pending."""
     units = benchmark.suite_units(PAPER_SUITE)
     records = {r["key"]: r for r in benchmark.load_units(units_dir)}
     envs = list(dict.fromkeys(u.config.env for u in units))
@@ -459,9 +470,9 @@ def paper_answer(units_dir: str) -> str:
             runs = sum(len(cells.get((e, algo), [])) for e in envs)
             return f"is pending ({runs} of {MIN_SEEDS_AGGREGATE * len(envs)} units have run)"
         p, (lo, hi) = float(agg["poi"][algo]), (float(v) for v in agg["poi_ci"][algo])
-        word = "trails" if hi < 0.5 else "beats" if lo > 0.5 else "matches"
         iqm = agg["iqm"][algo]
-        return f"{word} SAC (P({algo} > SAC) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of SAC-normalised return {iqm:.2f})"
+        stats = f"P({algo} > SAC) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of SAC-normalised return {iqm:.2f}"
+        return f"{versus_sac(p, lo, hi)} ({stats})"
 
     def mean(env: str, algo: str) -> float:
         return float(np.mean([seed_final(r) for r in cells[(env, algo)]]))
