@@ -461,6 +461,12 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
     assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer  # every QSM seed far below every SAC seed
     assert "the mirror variant beats SAC (P(QSM-mirror > SAC) = 1.00" in answer
     assert "TD3 trails SAC" in answer or "TD3 matches SAC" in answer
+    assert "The mirror variant is below" not in answer  # 900 against 100 on both tasks
+    for label, u in units:  # the variant drops under QSM as published on cheetah-run only
+        if label == "QSM-mirror" and u.config.env == envs[1]:
+            (tmp_path / f"{u.key}.json").write_text(json.dumps(_fake_record(u, [50.0, 50.0], rng=rng)))
+    answer = report.paper_answer(str(tmp_path))
+    assert "The mirror variant is below QSM as published on cheetah-run. Final return" in answer
 
 
 def test_the_answer_says_below_sac_when_the_interval_holds_one_half_but_p_does_not():

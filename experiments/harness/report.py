@@ -477,8 +477,13 @@ def paper_answer(units_dir: str) -> str:
     def mean(env: str, algo: str) -> float:
         return float(np.mean([seed_final(r) for r in cells[(env, algo)]]))
 
-    loses = [env.split("/")[-1][:-3] for env in envs if mean(env, PAPER) < mean(env, REFERENCE)]
-    where = f" QSM as published is below SAC on {', '.join(loses)}." if loses else ""
+    def below(algo: str, other: str, name: str, other_name: str) -> str:
+        tasks = [env.split("/")[-1][:-3] for env in envs if mean(env, algo) < mean(env, other)]
+        return f" {name} is below {other_name} on {', '.join(tasks)}." if tasks else ""
+
+    where = below(PAPER, REFERENCE, "QSM as published", "SAC")
+    if VARIANT in agg["algos"]:
+        where += below(VARIANT, PAPER, "The mirror variant", "QSM as published")
     seeds = "3 seeds" if not agg["pending"] else "the seeds done"
     return (
         f"**On the paper's tasks at 100k env steps** (walker-walk, walker-run, cheetah-run, 3 seeds each), QSM as "
