@@ -20,7 +20,7 @@ from qsm_jax.program.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16), "time_features": 8, "time_hidden_dims": (16,)}
-TIMING = ("wall_seconds", "env_steps_per_s", "date", "resumed_from_step", "machine")
+TIMING = ("wall_seconds", "env_steps_per_s", "date", "resumed_from_step", "machine", "code_segments")
 
 
 def _unit(seed=0, **run):
@@ -71,7 +71,7 @@ def test_unit_names_the_commit_it_started_from(tmp_path, monkeypatch):
 
     def fake_training(config, workdir, progress=False):
         head["commit"] = "b" * 40  # another unit's file committed meanwhile
-        os.makedirs(workdir)
+        os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
             f.write(json.dumps({"kind": "train", "step": 400, "env_steps_per_s": 50.0}) + "\n")
         return {"history": [{"step": 400, "returns": [1.0, 3.0]}]}
@@ -89,8 +89,22 @@ def test_interrupted_unit_resumes_and_equals_an_uninterrupted_one(tmp_path):
     train_and_evaluate(partial, str(tmp_path / "b_runs" / unit.key), progress=False)
     resumed = benchmark.run_unit(unit, str(tmp_path / "b_units"), str(tmp_path / "b_runs"))
     assert resumed["resumed_from_step"] == 200
+    assert resumed["code_segments"] == [{"from_step": 200, **benchmark.code_version()}] and "code_segments" not in full
     strip = lambda r: {k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
     assert strip(resumed) == strip(full)
+
+
+def test_a_unit_resumed_under_another_commit_lists_which_code_ran_which_steps(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    a, b = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": False}
+    assert benchmark._code_segments(workdir, 0, a) == [{"from_step": 0, **a}]
+    assert benchmark._code_segments(workdir, 0, a) == [{"from_step": 0, **a}]  # killed before a checkpoint
+    assert capsys.readouterr().err == ""
+    assert benchmark._code_segments(workdir, 30_000, b) == [{"from_step": 0, **a}, {"from_step": 30_000, **b}]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resumes at env step 30000 under commit bbbbbbbbbbbb after commit aaaa" in err
+    # Rolled back to an earlier checkpoint (the newest was damaged): the later segment is dropped.
+    assert benchmark._code_segments(workdir, 20_000, b) == [{"from_step": 0, **a}, {"from_step": 20_000, **b}]
 
 
 def test_labels_name_the_settings_that_differ_from_the_defaults():

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -461,6 +462,7 @@ def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, p
     # The code that runs is the checkout's state now: a runner committing other units' files into
     # the same checkout meanwhile (--git_commit) must not change the commit this unit names.
     code = code_version()
+    segments = _code_segments(workdir, resumed_from, code)
     start = time.time()
     result = train_and_evaluate(unit.config, workdir, progress=progress)
     wall = time.time() - start
@@ -469,8 +471,41 @@ def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, p
     # The first row after start includes compilation; the median ignores it.
     steps_per_s = float(np.median(rates)) if rates else unit.config.max_steps / wall
     record = unit_record(unit, result["history"], wall, steps_per_s, resumed_from, code, train_rows)
+    if resumed_from:
+        record["code_segments"] = segments
     write_unit(record, path)
     return record
+
+
+SEGMENTS_FILE = "code_segments.jsonl"
+
+
+def _code_segments(workdir: str, from_step: int, code: dict[str, Any]) -> list[dict]:
+    """Which code ran which env steps of a unit, kept in its run folder across interruptions: the
+    segments before ``from_step`` (later ones were rolled back to a checkpoint) and this one.
+
+    A unit resumed under another commit than it ran before says so on stderr; its record lists the
+    segments (``code_segments``), since ``commit`` names the code of the last one. Segments that
+    ran before this file existed are unknown (the list then starts after step 0)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, SEGMENTS_FILE)
+    earlier = []
+    if os.path.exists(path):
+        with open(path) as f:
+            earlier = [json.loads(line) for line in f if line.strip()]
+    segments = [s for s in earlier if s["from_step"] < from_step] + [{"from_step": from_step, **code}]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in segments)
+    os.replace(path + ".tmp", path)
+    if len({(s["commit"], s["dirty"]) for s in segments}) > 1:
+        before = segments[-2]
+        print(
+            f"warning: {os.path.basename(workdir)} resumes at env step {from_step} under commit {code['commit'][:12]} "
+            f"after commit {before['commit'][:12]} ran it: its record lists both (code_segments)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return segments
 
 
 def write_unit(record: dict, path: str) -> None:
