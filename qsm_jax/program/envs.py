@@ -29,9 +29,8 @@ def _register_dm_control() -> None:
         raise ValueError(
             "dm_control tasks need the packages dm-control and shimmy[dm-control] (pip install -e . installs them)"
         ) from None
-    absl_logger = logging.getLogger("absl")  # dm_control logs MuJoCo's warnings through absl
-    if _is_settotalmass_notice not in absl_logger.filters:
-        absl_logger.addFilter(_is_settotalmass_notice)
+    # dm_control logs MuJoCo's warnings through absl; adding the same filter again is a no-op.
+    logging.getLogger("absl").addFilter(_is_settotalmass_notice)
 
 
 def _unknown_id_message(env_id: str, error: Exception) -> str:
