@@ -33,7 +33,8 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 from absl import app, flags, logging  # noqa: E402
 
 from harness import benchmark  # noqa: E402
-from qsm_jax.program.train import Interrupted, workdir_in_use  # noqa: E402
+from qsm_jax.program.train import Interrupted  # noqa: E402
+from qsm_jax.program.workdir import workdir_in_use  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(

@@ -15,8 +15,8 @@ import pytest
 import scipy.stats
 
 from harness import benchmark, report
-from qsm_jax.program import train
 from qsm_jax.program.train import train_and_evaluate
+from qsm_jax.program.workdir import lock_workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16), "time_features": 8, "time_hidden_dims": (16,)}
@@ -254,7 +254,7 @@ def test_bench_learning_list_and_errors(tmp_path):
     os.makedirs(runs / half_done / "checkpoints" / "50000")
     os.makedirs(runs / busy)
     with contextlib.ExitStack() as training:
-        train._lock_workdir(str(runs / busy), training)  # as a training process holds its run folder
+        lock_workdir(str(runs / busy), training)  # as a training process holds its run folder
         out = subprocess.run(
             [sys.executable, script, "--suite=core100k", "--list", f"--units_dir={tmp_path}", f"--runs_dir={runs}"],
             capture_output=True,
@@ -609,7 +609,7 @@ def test_the_runner_skips_a_unit_another_process_is_training(tmp_path):
     script = os.path.join(ROOT, "experiments", "bench_learning.py")
     cmd = [sys.executable, script, "--suite=smoke", "--pin=", f"--units={key}", f"--units_dir={units_dir}"]
     with contextlib.ExitStack() as other_runner:
-        train._lock_workdir(str(runs_dir / key), other_runner)
+        lock_workdir(str(runs_dir / key), other_runner)
         out = subprocess.run(
             [*cmd, f"--runs_dir={runs_dir}"],
             capture_output=True,

@@ -14,9 +14,9 @@ import time
 import pytest
 
 import qsm_jax
-from qsm_jax.program import train
 from qsm_jax.program.metrics import Output
 from qsm_jax.program.train import train_and_evaluate
+from qsm_jax.program.workdir import lock_workdir, workdir_in_use
 
 from .helpers import ROOT, _run_py, _tiny
 
@@ -62,13 +62,13 @@ def test_a_run_another_process_is_training_is_refused_and_left_alone(finished, t
     dies): a second start on it is one line and touches nothing; once the lock is free it resumes."""
     workdir = _copy(finished, tmp_path)
     before = _snapshot(workdir)
-    assert not train.workdir_in_use(str(workdir))
+    assert not workdir_in_use(str(workdir))
     with contextlib.ExitStack() as other_process:
-        train._lock_workdir(str(workdir), other_process)
-        assert train.workdir_in_use(str(workdir))
+        lock_workdir(str(workdir), other_process)
+        assert workdir_in_use(str(workdir))
         with pytest.raises(ValueError, match="another process is training the run in .*pass another --workdir"):
             train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
-    assert _snapshot(workdir) == before and not train.workdir_in_use(str(workdir))
+    assert _snapshot(workdir) == before and not workdir_in_use(str(workdir))
     assert train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)["step"] == 400
 
 

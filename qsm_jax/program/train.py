@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -12,11 +11,6 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # Windows: runs are not locked
-    fcntl = None
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +32,7 @@ from qsm_jax.program.metrics import (
 )
 from qsm_jax.program.replay import ReplayBuffer, replay_init
 from qsm_jax.program.run_config import RunConfig, check_same_experiment
+from qsm_jax.program.workdir import check_memory, check_workdir, lock_workdir, read_config_json, write_json_atomically
 from qsm_jax.types import Batch
 
 __all__ = [
@@ -130,16 +125,6 @@ def _check_finite_metrics(host: dict, seeds: list[int], env_step: int, config: R
             raise ValueError(_divergence_message(env_step, f"{name} (seed {bad[0]})", config, last))
 
 
-def _read_config_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(
-            f"{path} is unreadable ({e}); restore it, or delete it to resume with the flags given now"
-        ) from None
-
-
 def _seed_int(*entropy: int) -> int:
     """A 31-bit seed derived from ``entropy`` (e.g. run seed, purpose, index)."""
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
@@ -193,7 +178,7 @@ def restore_run(workdir: str, step: int | None = None) -> tuple[Any, ReplayBuffe
     """
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise ValueError(f"{workdir!r} holds no run (no config.json); pass the --workdir of a training run")
-    config = RunConfig.from_dict(_read_config_json(os.path.join(workdir, "config.json")))
+    config = RunConfig.from_dict(read_config_json(os.path.join(workdir, "config.json")))
     env = make_env(config.env)
     obs_dim, action_dim = env_dims(env)
     env.close()
@@ -259,99 +244,6 @@ class Run:
 METRICS_KINDS = ("train", "episode", "eval", "video")
 
 
-def _check_workdir(config: RunConfig, workdir: str, restart: bool) -> bool:
-    """Everything about ``workdir`` that can refuse a start, read before anything is written.
-    Returns whether the run starts over with other flags: an earlier start with them saved no
-    checkpoint (it diverged, was killed or ran out of memory before its first one).
-
-    Raises:
-      ValueError: a file, not a folder; not writable; another run's config.json; a metrics.jsonl
-        this program did not write; a run whose every checkpoint was damaged, without ``restart``.
-    """
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir {workdir!r} is a file, not a folder; pass a folder path")
-    existing = workdir
-    while not os.path.exists(existing):
-        existing = os.path.dirname(os.path.abspath(existing))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to {existing!r} (read-only or not yours); pass a --workdir you can write to")
-    config_path = os.path.join(workdir, "config.json")
-    checkpoints = os.path.join(workdir, "checkpoints")
-    has_checkpoints = os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints))
-    start_over = False
-    if os.path.exists(config_path):
-        try:
-            check_same_experiment(_read_config_json(config_path), config.to_dict(), f"workdir {workdir!r}")
-        except ValueError:
-            if has_checkpoints or os.path.isdir(checkpoints + "_damaged"):
-                raise
-            start_over = True  # an earlier start (diverged, killed, out of memory) saved nothing to resume
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics) and not os.path.exists(config_path) and not has_checkpoints:
-        raise ValueError(
-            f"{metrics} was not written by a run of this program (no config.json, no checkpoint beside it); "
-            "pass another --workdir"
-        )
-    if os.path.isdir(checkpoints + "_damaged") and not has_checkpoints and os.path.exists(metrics) and not restart:
-        raise ValueError(
-            f"every checkpoint of the run in {workdir!r} was damaged (kept in {checkpoints}_damaged); pass --restart "
-            "to train it again from step 0 (its metrics.jsonl is kept aside), or use another --workdir"
-        )
-    return start_over
-
-
-def _lock_workdir(workdir: str, stack: contextlib.ExitStack) -> None:
-    """Holds an exclusive lock (``flock``) on the ``workdir`` folder itself while the run trains
-    (released by ``stack``, or by the OS if the process dies; no file is written): a second process
-    on the same run would interleave its checkpoints and metrics with this one's. No-op where
-    ``fcntl`` does not exist (Windows).
-
-    Raises:
-      ValueError: another process holds it (one line).
-    """
-    if fcntl is None:
-        return
-    fd = os.open(workdir, os.O_RDONLY)
-    stack.callback(os.close, fd)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise ValueError(
-            f"another process is training the run in {workdir!r}; wait for it to end, or pass another --workdir"
-        ) from None
-
-
-def workdir_in_use(workdir: str) -> bool:
-    """Whether a process is training the run in ``workdir`` now (it holds the folder's lock)."""
-    if fcntl is None or not os.path.isdir(workdir):
-        return False
-    fd = os.open(workdir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock taken here
-    return False
-
-
-def _check_memory(config: RunConfig, obs_dim: int, action_dim: int) -> None:
-    """Refuses a replay buffer that cannot fit in the host memory available now (CPU backend)."""
-    need = config.num_seeds * config.buffer_size * (2 * obs_dim + action_dim + 2) * 4  # float32 fields
-    if jax.default_backend() != "cpu":
-        return
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return
-    if need > avail:
-        raise ValueError(
-            f"the replay buffer needs {need / 2**30:.1f} GiB ({config.num_seeds} x {config.buffer_size} transitions of "
-            f"{obs_dim}+{action_dim} dims) and {avail / 2**30:.1f} GiB of memory is available; lower --buffer_size"
-        )
-
-
 def _restore(config: RunConfig, checkpointer: RunCheckpointer, states, empty: ReplayBuffer):
     """The newest intact checkpoint as ``(states, buffers, meta)``, or the fresh ones and ``{}``."""
     restored = checkpointer.restore_newest_intact(
@@ -374,12 +266,6 @@ def _restore(config: RunConfig, checkpointer: RunCheckpointer, states, empty: Re
     return states, _buffer_from_host(arrays, meta, empty), meta
 
 
-def _write_json_atomically(path: str, value: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def _open_run(
     config: RunConfig, workdir: str, stack: contextlib.ExitStack, progress: bool, extra_outputs, restart: bool
 ) -> Run:
@@ -387,7 +273,7 @@ def _open_run(
     restores the newest intact checkpoint (if any), then writes ``config.json`` (atomically) and
     opens the outputs. A start refused on the way changes no file of the run (damaged checkpoints
     excepted: they are set aside). Every resource opened is closed by ``stack``."""
-    start_over = _check_workdir(config, workdir, restart)
+    start_over = check_workdir(config, workdir, restart)
     pool = EnvPool(config.env, config.num_seeds * config.num_envs)
     stack.callback(pool.close)
     eval_envs = []
@@ -397,14 +283,14 @@ def _open_run(
     if config.video_interval > 0:
         _check_rendering(eval_envs[0], config.env)
     obs_dim, action_dim = env_dims(eval_envs[0])
-    _check_memory(config, obs_dim, action_dim)
+    check_memory(config, obs_dim, action_dim)
     if config.start_steps >= config.max_steps:
         print(f"note: --start_steps={config.start_steps} >= --max_steps: no update will run", file=sys.stderr)
 
     states, loop_keys = init_agents(config, obs_dim, action_dim)
     empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
     os.makedirs(workdir, exist_ok=True)
-    _lock_workdir(workdir, stack)
+    lock_workdir(workdir, stack)
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     stack.callback(checkpointer.close)  # an open manager would print asyncio tracebacks at exit
     states, buffers, meta = _restore(config, checkpointer, states, empty)
@@ -414,7 +300,7 @@ def _open_run(
         os.replace(os.path.join(workdir, "metrics.jsonl"), aside)
         why = "the earlier start with other flags saved no checkpoint; " if start_over else ""
         print(f"note: {why}starting from step 0; the earlier metrics are kept in {aside}", file=sys.stderr)
-    _write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json_atomically(os.path.join(workdir, "config.json"), config.to_dict())
     run = Run(config, workdir, pool, eval_envs, checkpointer, None, states, buffers, loop_keys)
     run.env_step, run.segment, run.history = meta.get("env_step", 0), meta.get("segment", 0), meta.get("history", [])
     run.outputs = _open_outputs(run, progress, extra_outputs)
