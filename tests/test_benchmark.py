@@ -446,7 +446,8 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
     monkeypatch.setitem(benchmark.SUITES, "dmc100k", lambda: [u for _, u in units])
     rng = np.random.default_rng(0)
     readme = tmp_path / "README.md"
-    readme.write_text(f"a\n{report.ANSWER_BEGIN}\nold\n{report.ANSWER_END}\nb\n")
+    begin, end = report.answer_markers("dmc100k")
+    readme.write_text(f"a\n{begin}\nold\n{end}\nb\n")
     for i, (label, u) in enumerate(units):
         if i == 0:
             continue  # one QSM unit missing: no answer yet
@@ -454,24 +455,21 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
         (tmp_path / f"{u.key}.json").write_text(json.dumps(rec))
     report.write_answer(str(tmp_path), [str(readme)])
     text = readme.read_text()
-    assert (
-        text.startswith(f"a\n{report.ANSWER_BEGIN}\n**Not answered yet**: 23 of 24 `dmc100k` units")
-        and "old" not in text
-    )
+    assert text.startswith(f"a\n{begin}\n**Not answered yet**: 23 of 24 `dmc100k` units") and "old" not in text
     assert re.search(r"walker-walk: QSM 1\d\d \(2 seeds\), SAC 5\d\d \(3 seeds\)", text)
-    assert text.endswith(f"{report.ANSWER_END}\nb\n")
+    assert text.endswith(f"{end}\nb\n")
     rec = _fake_record(units[0][1], [100.0, 100.0], rng=rng)
     (tmp_path / f"{units[0][1].key}.json").write_text(json.dumps(rec))
     # QSM, SAC and TD3 complete answer the paper's question; the variant with a seed missing is pending.
     last_mirror = units[-1][1]
     os.rename(last_mirror.path(str(tmp_path)), tmp_path / "held_back")
-    answer = report.paper_answer(str(tmp_path))
+    answer = report.answer("dmc100k", str(tmp_path))
     assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer and "TD3 " in answer
     assert "the mirror variant is pending (5 of 6 units have run)" in answer
     assert "mean over the seeds done: walker-walk" in answer
     assert "QSM as published is below SAC on walker-walk, cheetah-run." in answer  # 100 against 500 on both
     os.rename(tmp_path / "held_back", last_mirror.path(str(tmp_path)))
-    answer = report.paper_answer(str(tmp_path))
+    answer = report.answer("dmc100k", str(tmp_path))
     assert "QSM as published trails SAC (P(QSM > SAC) = 0.00" in answer  # every QSM seed far below every SAC seed
     assert "the mirror variant beats SAC (P(QSM-mirror > SAC) = 1.00" in answer
     assert "TD3 trails SAC" in answer or "TD3 matches SAC" in answer
@@ -479,8 +477,32 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
     for label, u in units:  # the variant drops under QSM as published on cheetah-run only
         if label == "QSM-mirror" and u.config.env == envs[1]:
             (tmp_path / f"{u.key}.json").write_text(json.dumps(_fake_record(u, [50.0, 50.0], rng=rng)))
-    answer = report.paper_answer(str(tmp_path))
+    answer = report.answer("dmc100k", str(tmp_path))
     assert "The mirror variant is below QSM as published on cheetah-run. Final return" in answer
+
+
+def test_gym_mujoco_gets_its_own_answer_naming_diffusion_ql_pending(tmp_path, monkeypatch):
+    """core100k is answered like the paper's suite, between its own markers: QSM as published
+    against SAC per task and in the aggregate, Diffusion-QL named pending until its units run."""
+    envs = ("Walker2d-v4", "Hopper-v4")
+    finals = {"qsm": 200.0, "sac": 600.0, "dql": 0.0}
+    units = [benchmark.make_unit(a, e, s, 20_000) for a in finals for e in envs for s in (0, 1, 2)]
+    monkeypatch.setitem(benchmark.SUITES, "core100k", lambda: units)
+    rng = np.random.default_rng(0)
+    for u in units:
+        if u.config.algo != "dql":
+            rec = _fake_record(u, [finals[u.config.algo] + 5 * u.config.seed] * 2, rng=rng)
+            (tmp_path / f"{u.key}.json").write_text(json.dumps(rec))
+    readme = tmp_path / "README.md"
+    (gym_begin, gym_end), (paper_begin, paper_end) = report.answer_markers("core100k"), report.answer_markers("dmc100k")
+    readme.write_text(f"{paper_begin}\nkept\n{paper_end}\n{gym_begin}\nold\n{gym_end}\n")
+    report.write_answer(str(tmp_path), [str(readme)], suites=("core100k",))
+    text = readme.read_text()
+    assert "kept" in text and "old" not in text
+    assert "**On gym MuJoCo at 100k env steps** (Walker2d, Hopper, 3 seeds each), QSM as published trails SAC" in text
+    assert "Diffusion-QL is pending (0 of 6 units have run)" in text
+    assert "QSM as published is below SAC on Walker2d, Hopper." in text
+    assert re.search(r"Walker2d: QSM 20\d \(3 seeds\), SAC 60\d \(3 seeds\), DQL pending", text)
 
 
 def test_the_answer_says_below_sac_when_the_interval_holds_one_half_but_p_does_not():

@@ -381,8 +381,7 @@ def write_report(
         rel = os.path.relpath(out_dir, os.path.dirname(os.path.abspath(doc)) or ".")
         for name, section in zip(suites, body, strict=True):
             _update_readme_block(doc, name, section, rel)
-    if PAPER_SUITE in suites:
-        write_answer(units_dir, docs)
+    write_answer(units_dir, docs, suites)
     return path
 
 
@@ -415,10 +414,16 @@ def _replace_block(path: str, begin: str, end: str, content: str) -> None:
         f.write(text[:start] + "\n".join([begin, content, end]) + text[stop:])
 
 
-ANSWER_BEGIN, ANSWER_END = "<!-- paper-answer: begin -->", "<!-- paper-answer: end -->"
-PAPER_SUITE = "dmc100k"
 PAPER = "QSM"  # QSM as published
 VARIANT = "QSM-mirror"
+# The suites whose plain answer the README states, and how the answer opens.
+ANSWERED = {"dmc100k": "On the paper's tasks at 100k env steps", "core100k": "On gym MuJoCo at 100k env steps"}
+NAMES = {PAPER: "QSM as published", VARIANT: "the mirror variant", "DQL": "Diffusion-QL"}
+
+
+def answer_markers(suite: str) -> tuple[str, str]:
+    """The lines between which a README holds ``suite``'s plain answer (see ``write_answer``)."""
+    return f"<!-- answer: begin {suite} -->", f"<!-- answer: end {suite} -->"
 
 
 def versus_sac(p: float, lo: float, hi: float) -> str:
@@ -432,13 +437,17 @@ def versus_sac(p: float, lo: float, hi: float) -> str:
     return "matches SAC" if p >= 0.5 else "is below SAC (within the noise)"
 
 
-def paper_answer(units_dir: str) -> str:
-    """The plain answer, from the unit files alone, to the paper's claim on its own benchmark: does
-    QSM as published match SAC and TD3 on the ``dmc100k`` tasks at 100k env steps, and does the
-    variant? Per task the mean final return over the seeds done; once QSM and SAC have 3 seeds on
-    every task, the rliable aggregate decides (P(X > SAC) with its 95% CI, ``versus_sac``); an
-    algorithm with fewer seeds is named pending."""
-    units = benchmark.suite_units(PAPER_SUITE)
+def _task(env: str) -> str:
+    return env.split("/")[-1][:-3]  # dm_control/walker-walk-v0 -> walker-walk, Hopper-v4 -> Hopper
+
+
+def answer(suite: str, units_dir: str) -> str:
+    """The plain answer, from the unit files alone, to whether QSM as published (and every other
+    algorithm of ``suite``) matches SAC on the suite's tasks: per task the mean final return over
+    the seeds done; once QSM and SAC have 3 seeds on every task, the rliable aggregate decides
+    (P(X > SAC) with its 95% CI, ``versus_sac``); an algorithm with fewer seeds is named pending.
+    ``suite`` is one of ``ANSWERED`` (``dmc100k``: the paper's own benchmark)."""
+    units = benchmark.suite_units(suite)
     records = {r["key"]: r for r in benchmark.load_units(units_dir)}
     envs = list(dict.fromkeys(u.config.env for u in units))
     algos = list(dict.fromkeys(benchmark.label(u.config) for u in units))
@@ -454,11 +463,11 @@ def paper_answer(units_dir: str) -> str:
             return f"{algo} pending"
         return f"{algo} {np.mean(finals):.0f} ({len(finals)} seed{'s' * (len(finals) > 1)})"
 
-    per_task = "; ".join(f"{env.split('/')[-1][:-3]}: " + ", ".join(cell(env, a) for a in algos) for env in envs)
+    per_task = "; ".join(f"{_task(env)}: " + ", ".join(cell(env, a) for a in algos) for env in envs)
     agg = aggregate(cells, envs, algos)
     if agg is None or PAPER not in agg["algos"]:
         verdict = (
-            f"**Not answered yet**: {done} of {len(units)} `{PAPER_SUITE}` units have run (the rest are queued, "
+            f"**Not answered yet**: {done} of {len(units)} `{suite}` units have run (the rest are queued, "
             f"`make bench-list`); the answer comes from the rliable aggregate once QSM and SAC have "
             f"{MIN_SEEDS_AGGREGATE} seeds on every task. So far, final return at 100k env steps, mean over the "
             "seeds done"
@@ -477,23 +486,28 @@ def paper_answer(units_dir: str) -> str:
     def mean(env: str, algo: str) -> float:
         return float(np.mean([seed_final(r) for r in cells[(env, algo)]]))
 
-    def below(algo: str, other: str, name: str, other_name: str) -> str:
-        tasks = [env.split("/")[-1][:-3] for env in envs if mean(env, algo) < mean(env, other)]
-        return f" {name} is below {other_name} on {', '.join(tasks)}." if tasks else ""
+    def below(algo: str, other: str) -> str:
+        tasks = [_task(env) for env in envs if mean(env, algo) < mean(env, other)]
+        name = NAMES.get(algo, algo)
+        return (
+            f" {name[0].upper() + name[1:]} is below {NAMES.get(other, other)} on {', '.join(tasks)}." if tasks else ""
+        )
 
-    where = below(PAPER, REFERENCE, "QSM as published", "SAC")
-    if VARIANT in agg["algos"]:
-        where += below(VARIANT, PAPER, "The mirror variant", "QSM as published")
+    others = [a for a in algos if a not in (PAPER, REFERENCE)]
+    where = below(PAPER, REFERENCE) + (below(VARIANT, PAPER) if VARIANT in agg["algos"] else "")
     seeds = "3 seeds" if not agg["pending"] else "the seeds done"
+    verdicts = "; ".join(f"{NAMES.get(a, a)} {says(a)}" for a in [PAPER, *others])
     return (
-        f"**On the paper's tasks at 100k env steps** (walker-walk, walker-run, cheetah-run, 3 seeds each), QSM as "
-        f"published {says(PAPER)}; TD3 {says('TD3')}; the mirror variant {says(VARIANT)}.{where} Final return, "
-        f"mean over {seeds}: {per_task}."
+        f"**{ANSWERED[suite]}** ({', '.join(_task(e) for e in envs)}, {MIN_SEEDS_AGGREGATE} seeds each), "
+        f"{verdicts}.{where} Final return, mean over {seeds}: {per_task}."
     )
 
 
-def write_answer(units_dir: str, docs) -> None:
-    """Writes ``paper_answer`` between the answer markers of each of ``docs`` that has them."""
-    text = paper_answer(units_dir)
-    for doc in docs:
-        _replace_block(doc, ANSWER_BEGIN, ANSWER_END, text)
+def write_answer(units_dir: str, docs, suites=tuple(ANSWERED)) -> None:
+    """Writes the ``answer`` of each of ``suites`` in ``ANSWERED`` between its markers in each of
+    ``docs`` that has them."""
+    for suite in [s for s in suites if s in ANSWERED]:
+        begin, end = answer_markers(suite)
+        text = answer(suite, units_dir)
+        for doc in docs:
+            _replace_block(doc, begin, end, text)
