@@ -30,6 +30,7 @@ from qsm_jax.algorithms import get_algorithm
 from qsm_jax.program.metrics import read_metrics
 from qsm_jax.program.run_config import RunConfig
 from qsm_jax.program.train import train_and_evaluate
+from qsm_jax.program.workdir import write_text_atomically
 
 SCHEMA = 1
 UNITS_DIR = os.path.join("results", "learning", "units")
@@ -494,9 +495,7 @@ def _code_segments(workdir: str, from_step: int, code: dict[str, Any]) -> list[d
         with open(path) as f:
             earlier = [json.loads(line) for line in f if line.strip()]
     segments = [s for s in earlier if s["from_step"] < from_step] + [{"from_step": from_step, **code}]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(s) + "\n" for s in segments)
-    os.replace(path + ".tmp", path)
+    write_text_atomically(path, "".join(json.dumps(s) + "\n" for s in segments))
     if len({(s["commit"], s["dirty"]) for s in segments}) > 1:
         before = segments[-2]
         print(
@@ -511,11 +510,7 @@ def _code_segments(workdir: str, from_step: int, code: dict[str, Any]) -> list[d
 def write_unit(record: dict, path: str) -> None:
     """Writes a unit record atomically (a killed writer leaves no half file)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
 
 
 def load_unit(path: str) -> dict:
@@ -573,10 +568,7 @@ def import_units(source: str, units_dir: str = UNITS_DIR) -> tuple[list[str], li
         if unit.done(units_dir):
             skipped.append(unit.key)
             continue
-        tmp = unit.path(units_dir) + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, unit.path(units_dir))
+        write_text_atomically(unit.path(units_dir), text)
         written.append(unit.path(units_dir))
     return written, skipped
 

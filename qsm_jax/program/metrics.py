@@ -25,6 +25,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from qsm_jax.program.workdir import write_text_atomically  # noqa: E402
+
 
 class Output:
     """One destination of a run's outputs; each event is a no-op unless overridden."""
@@ -76,9 +78,7 @@ class JsonlOutput(Output):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
             rows = [line for line in read_rows(self.path) if line[1]["step"] <= resume_step]
-            with open(self.path + ".tmp", "w") as f:
-                f.writelines(text for text, _ in rows)
-            os.replace(self.path + ".tmp", self.path)
+            write_text_atomically(self.path, "".join(text for text, _ in rows))
         self.file = open(self.path, "a")  # noqa: SIM115 (closed by close())
 
     def row(self, step, kind, values):

@@ -122,8 +122,14 @@ def check_memory(config: RunConfig, obs_dim: int, action_dim: int) -> None:
         )
 
 
-def write_json_atomically(path: str, value: Any) -> None:
-    """Writes ``value`` to ``path`` through a temporary file, so a kill never leaves half a file."""
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file beside it: a killed writer never leaves half
+    a file, and a reader meanwhile sees the old file or the new one."""
     with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
+        f.write(text)
     os.replace(path + ".tmp", path)
+
+
+def write_json_atomically(path: str, value: Any) -> None:
+    """``value`` as indented JSON, written with ``write_text_atomically``."""
+    write_text_atomically(path, json.dumps(value, indent=2))
