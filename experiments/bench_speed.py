@@ -195,6 +195,15 @@ ENTROPY_OPTIONS = {
         f"max-ent, fixed temp, {d} draws": {"score_target": "mirror", "entropy_temperature": 0.1, "entropy_draws": d}
         for d in (1, 2, 4, 8, 16)
     },
+    **{
+        f"max-ent, fixed temp, sample estimate, {d} samples": {
+            "score_target": "mirror",
+            "entropy_temperature": 0.1,
+            "entropy_estimate": "samples",
+            "entropy_draws": d,
+        }
+        for d in (2, 4, 8)
+    },
     "max-ent, automatic temp, 8 draws": {
         "score_target": "mirror",
         "entropy_temperature": 0.1,

@@ -70,6 +70,23 @@ AGENTS = [
         for target in ("tilted", "mirror")
     ],
     ("QSM, reference + adaptive noise", "qsm", QSMConfig(**SMALL, exploration="adaptive")),
+    # The same automatic rules reading the entropy from 8 chain samples per state (``losses.sample_entropy``),
+    # the estimate that sees the walls; settings otherwise identical to the rows above.
+    *[
+        (
+            f"max-ent {target}, automatic temp (from 0.1), sample estimate",
+            "qsm",
+            QSMConfig(
+                **SMALL, score_target=target, entropy_temperature=0.1, auto_temperature=True, entropy_estimate="samples"
+            ),
+        )
+        for target in ("tilted", "mirror")
+    ],
+    (
+        "QSM, reference + adaptive noise, sample estimate",
+        "qsm",
+        QSMConfig(**SMALL, exploration="adaptive", entropy_estimate="samples"),
+    ),
     ("Diffusion-QL (eta 1, T 5)", "dql", DQLConfig(**SMALL)),
     ("SAC, reference (initial temperature 1)", "sac", SACConfig(**SMALL)),
     ("SAC, initial temperature 0.1", "sac", SACConfig(**SMALL, initial_temperature=0.1)),
@@ -122,7 +139,8 @@ def main(argv):
             "walls: fraction with a coordinate beyond 0.98\n\n"
             "- last column (max-ent and adaptive-noise agents): at the last update, the temperature, the std "
             "of the exploration noise, and the estimated entropy of the chain (-mean log pi of "
-            "`losses.log_prob_estimate`, floored at the box's 2 log 2 = 1.39)\n\n"
+            "`losses.log_prob_estimate`, or `losses.sample_entropy` in the rows marked 'sample estimate'; "
+            "either capped at the box's 2 log 2 = 1.39)\n\n"
             "| agent | mean reward | uniform policy | mass per peak | optima held | at walls "
             "| temp / noise std / entropy |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"

@@ -10,6 +10,7 @@ from qsm_jax.common import check, finite
 BETA_SCHEDULES = ("vp", "linear", "cosine")
 SCORE_TARGETS = ("qsm", "tilted", "mirror")
 EXPLORATIONS = ("fixed", "adaptive")
+ENTROPY_ESTIMATES = ("denoiser", "samples")
 EVAL_SAMPLINGS = ("chain", "noise_free", "best_of_n")
 
 
@@ -116,8 +117,13 @@ class QSMConfig(DiffusionPolicyConfig):
       temperature_lr: Adam learning rate of the log entropy temperature (``entropy_temperature`` with
         ``auto_temperature``; not the chain's ``temperature``), SAC's 3e-4.
       noise_lr: Adam learning rate of the log noise scale, with adaptive ``exploration`` (DACER's 3e-2).
-      entropy_draws: noise draws per diffusion level of the log pi estimate
-        (``losses.log_prob_estimate``: B * T * draws denoiser evaluations per update).
+      entropy_estimate: how the entropy options read log pi(a' | s'): "denoiser" (the
+        denoising errors over the levels, ``losses.log_prob_estimate``) or "samples" (the entropy
+        of ``entropy_draws`` chain samples per state, an atom at each wall and a Gaussian fit
+        inside, ``losses.sample_entropy``, with log pi(a' | s') = -H(s'); it sees the mass
+        clipping puts at the walls, which the denoiser estimate does not).
+      entropy_draws: noise draws per diffusion level of the "denoiser" estimate, or chain samples
+        per state of the "samples" one (>= 2); either way B * T * draws denoiser evaluations per update.
       exploration: "fixed" (the paper: Gaussian of std ``exploration_noise`` on training actions)
         or "adaptive": that std times a learned scale that holds the entropy of chain + noise at
         the target (DACER's rule, with ``losses.entropy_with_noise`` in place of a mixture fit).
@@ -137,6 +143,7 @@ class QSMConfig(DiffusionPolicyConfig):
     target_entropy_scale: float = -1.0
     temperature_lr: float = 3e-4
     noise_lr: float = 3e-2
+    entropy_estimate: str = "denoiser"
     entropy_draws: int = 8
     exploration: str = "fixed"
     eval_sampling: str = "chain"
@@ -181,6 +188,14 @@ def check_entropy_config(config: QSMConfig) -> None:
         value = getattr(config, name)
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
         check(ok, f"{name} must be an integer >= 1, got {value!r}")
+    check(
+        config.entropy_estimate in ENTROPY_ESTIMATES,
+        f"entropy_estimate must be one of {ENTROPY_ESTIMATES}, got {config.entropy_estimate!r}",
+    )
+    check(
+        config.entropy_estimate != "samples" or config.entropy_draws >= 2,
+        f"entropy_estimate=samples fits a variance: set --entropy_draws >= 2 (got {config.entropy_draws})",
+    )
     check(config.exploration in EXPLORATIONS, f"exploration must be one of {EXPLORATIONS}, got {config.exploration!r}")
     check(
         config.eval_sampling in EVAL_SAMPLINGS,

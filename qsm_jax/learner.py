@@ -272,14 +272,22 @@ def actor_update(
 
 
 def _log_prob_fn(state: QSMState, next_observations: jax.Array, chain_key: jax.Array):
-    """log pi(. | s') of the current actor, (B, A) -> (B,), by ``losses.log_prob_estimate``."""
+    """log pi(. | s') of the current actor, (B, A) -> (B,), by ``config.entropy_estimate``:
+    ``losses.log_prob_estimate`` of each next action, or -``losses.sample_entropy`` of
+    ``entropy_draws`` fresh chain samples per next state (E[-log pi(a' | s')] = H(s'))."""
     cfg = state.config
+    entropy_key = jax.random.fold_in(chain_key, 1)  # the default key stream stays as it was
+    max_entropy = state.action_dim * math.log(2.0)  # the uniform density on [-1, 1]^A
+    if cfg.entropy_estimate == "samples":
+        n, batch = cfg.entropy_draws, next_observations.shape[0]
+        tiled = jnp.tile(next_observations, (n, 1))  # (N * B, S), sample i of obs b at row i * B + b
+        samples = _chain(state, state.actor.params, tiled, entropy_key).reshape(n, batch, state.action_dim)
+        log_prob = -losses.sample_entropy(samples, max_entropy=max_entropy)
+        return lambda next_actions: log_prob
     eps_fn = functools.partial(state.actor.apply_fn, {"params": state.actor.params})
     alpha_bars = diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps).alpha_bars
-    entropy_key = jax.random.fold_in(chain_key, 1)  # the default key stream stays as it was
-    min_log_prob = -state.action_dim * math.log(2.0)  # the uniform density on [-1, 1]^A
     return lambda next_actions: losses.log_prob_estimate(
-        eps_fn, next_observations, next_actions, alpha_bars, entropy_key, cfg.entropy_draws, min_log_prob=min_log_prob
+        eps_fn, next_observations, next_actions, alpha_bars, entropy_key, cfg.entropy_draws, min_log_prob=-max_entropy
     )
 
 

@@ -67,6 +67,7 @@ ADDED_QSM_SETTINGS = {
     "target_entropy_scale": -1.0,
     "temperature_lr": 3e-4,
     "noise_lr": 3e-2,
+    "entropy_estimate": "denoiser",
     "entropy_draws": 8,
     "exploration": "fixed",
     "eval_sampling": "chain",
