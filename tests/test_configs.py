@@ -31,6 +31,7 @@ def _resolved(*flags: str) -> RunConfig:
         ("qsm_paper", "QSM", "variants100k"),
         ("qsm_mirror", "QSM-mirror", "variants100k"),
         ("qsm_maxent", "QSM-maxent", "maxent100k"),
+        ("qsm_maxent_samples", "QSM-maxent-samples", "maxent100k"),
     ],
 )
 def test_flagfile_resolves_to_the_units_settings(name, label, suite):
