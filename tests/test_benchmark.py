@@ -675,3 +675,16 @@ def test_bootstrap_intervals_are_reproducible():
     second = report._interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
     for k in scores:
         np.testing.assert_array_equal(first[k], second[k])
+
+
+def test_an_algorithms_interval_does_not_depend_on_the_others_in_the_suite(monkeypatch):
+    """SAC's IQM interval is the same in every suite whatever algorithms it sits beside."""
+    from rliable import metrics as rly_metrics
+
+    monkeypatch.setattr(report, "BOOTSTRAP_REPS", 200)
+    rng = np.random.default_rng(0)
+    sac, qsm, td3 = (rng.normal(size=(3, 2)) for _ in range(3))
+    alone = report._interval_estimates({"SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
+    for others in ({"QSM": qsm}, {"QSM": qsm, "TD3": td3}, {"A": td3, "B": qsm}):
+        beside = report._interval_estimates({**others, "SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
+        np.testing.assert_array_equal(beside, alone)

@@ -39,15 +39,21 @@ def _interval_estimates(scores: dict, func, seed: int = 0) -> tuple[dict, dict]:
     """``rliable``'s stratified bootstrap (95% percentile CIs), seeded for reproducible reports.
 
     rliable draws its resampling indices from NumPy's global generator (``np.random.choice``), not
-    from the ``random_state`` it is handed, so that one is seeded here too (and restored after)."""
+    from the ``random_state`` it is handed, so that one is seeded here too (and restored after). Each
+    entry of ``scores`` is resampled from the same seed on its own, so that an algorithm's interval
+    does not depend on which other algorithms a suite holds."""
+    point, ci = {}, {}
     saved = np.random.get_state()
-    np.random.seed(seed)
     try:
-        with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch calls deprecated
-            warnings.simplefilter("ignore", FutureWarning)
-            point, ci = rly.get_interval_estimates(
-                scores, func, reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed)
-            )
+        for name, score in scores.items():
+            np.random.seed(seed)
+            with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch calls deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                p, c = rly.get_interval_estimates(
+                    {name: score}, func, reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed)
+                )
+            point.update(p)
+            ci.update(c)
     finally:
         np.random.set_state(saved)
     return point, {
