@@ -22,6 +22,7 @@ no git history, e.g. on a lent accelerator machine).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -150,8 +151,8 @@ def _unfinished_line(unit: benchmark.Unit, seconds_left: float) -> str:
     return f"{state}  {unit.key}  est. {_minutes(seconds_left)} on one core{at}"
 
 
-def _pinned_worktree(commit: str) -> str:
-    """A worktree of ``commit`` under runs/pinned/ (made once, reused), for units to run from.
+def _pinned_worktree(commit: str, runs_dir: str) -> str:
+    """A worktree of ``commit`` in pinned/ beside ``runs_dir`` (made once, reused), for units to run from.
 
     Raises:
       ValueError: not a git checkout, or ``commit`` names no commit (one line).
@@ -165,18 +166,22 @@ def _pinned_worktree(commit: str) -> str:
     if sha.returncode != 0:
         raise ValueError(f"--pin={commit}: not a commit of {root} (pass --pin= to run this checkout as it is)")
     sha = sha.stdout.strip()
-    path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.runs_dir)), "pinned", sha[:12])
-    if not os.path.isdir(os.path.join(path, "qsm_jax")):
-        git("worktree", "prune")
-        made = git("worktree", "add", "--detach", path, sha)
-        if made.returncode != 0:
-            raise ValueError(f"--pin={commit}: could not make a worktree in {path}: {made.stderr.strip()}")
+    pinned = os.path.join(os.path.dirname(os.path.abspath(runs_dir)), "pinned")
+    path = os.path.join(pinned, sha[:12])
+    os.makedirs(pinned, exist_ok=True)
+    with open(os.path.join(pinned, ".lock"), "w") as lock:  # runners started together make it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isdir(os.path.join(path, "qsm_jax")):
+            git("worktree", "prune")
+            made = git("worktree", "add", "--detach", path, sha)
+            if made.returncode != 0:
+                raise ValueError(f"--pin={commit}: could not make a worktree in {path}: {made.stderr.strip()}")
     return path
 
 
 def _run_pinned() -> None:
     """Re-executes this runner from the pinned worktree (same flags, unit files and runs here)."""
-    path = _pinned_worktree(FLAGS.pin)
+    path = _pinned_worktree(FLAGS.pin, FLAGS.runs_dir)
     replaced = ("--pin", "--units_dir", "--runs_dir")
     argv, skip = [], False
     for arg in sys.argv[1:]:

@@ -386,6 +386,28 @@ def test_pinned_runner_runs_the_committed_code_from_a_worktree(tmp_path):
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", str(tmp_path / "pinned" / head[:12])])
 
 
+@pytest.mark.skipif(
+    subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True).returncode != 0,
+    reason="not a git checkout",
+)
+def test_runners_started_together_share_one_pinned_worktree(tmp_path):
+    """Two runners pinning the same commit at the same moment (one per core) both get the worktree;
+    before the lock, the second failed with "already exists"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import bench_learning
+
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    runs_dir = str(tmp_path / "runs")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            paths = list(pool.map(lambda _: bench_learning._pinned_worktree("HEAD", runs_dir), range(4)))
+        assert paths == [str(tmp_path / "pinned" / head[:12])] * 4
+        assert os.path.isfile(os.path.join(paths[0], "qsm_jax", "learner.py"))
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", str(tmp_path / "pinned" / head[:12])])
+
+
 def test_plot_titles_fit_the_figure():
     import matplotlib.pyplot as plt
 
