@@ -284,7 +284,7 @@ def sample_entropy(samples: jax.Array, max_entropy: float | None = None, min_var
     uniform interval's), and H(s) = sum_d H_d. delta = sqrt(2 pi e min_var) makes an atom as sharp
     as the variance floor: a dimension with every sample on one wall reads 1/2 log(2 pi e min_var)
     (-5.5 nats at 1e-6), the value a Gaussian fit of zero spread reads. With no sample on a wall
-    H(s) is the diagonal Gaussian fit.
+    H(s) is the diagonal Gaussian fit, each dimension capped at log 2.
 
     Bias: the sum over dimensions and the Gaussian fit are upper bounds (the independent Gaussian
     has the largest entropy for given variances: two sharp modes inside the box read as one wide
