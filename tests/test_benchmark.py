@@ -1,6 +1,7 @@
 """Learning-benchmark units (run, skip, resume, identity) and the report's statistics and outputs."""
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -15,6 +16,8 @@ import pytest
 import scipy.stats
 
 from harness import benchmark, report
+from qsm_jax.baselines.sac import SACConfig
+from qsm_jax.config import QSMConfig
 from qsm_jax.program.train import train_and_evaluate
 from qsm_jax.program.workdir import lock_workdir
 
@@ -277,37 +280,48 @@ def test_bench_learning_list_and_errors(tmp_path):
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "unknown suite 'nope'" in bad.stderr
 
 
-def test_queue_runs_the_papers_comparison_first_then_the_variant_then_gym_mujoco():
+def test_queue_runs_the_width_arms_first_then_dql_then_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [27, 9, 12, 6, 18, 6, 6, 6]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 18, 6, 27, 9, 12, 4]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
+        {"SAC-512"},
+        {"QSM-256"},
+        {"SAC-512"},
+        {"DQL"},
+        {"QSM", "QSM-mirror", "SAC"},
+        {"QSM-maxent-samples"},
         {"QSM", "SAC", "TD3"},
         {"QSM-mirror"},
         {"QSM", "QSM-mirror"},
         {"QSM-maxent"},
-        {"QSM", "QSM-mirror", "SAC"},
-        {"DQL"},
-        {"QSM-norm"},
-        {"QSM-maxent-samples"},
     ]
-    dmc = set(benchmark.DMC_TASKS)
-    assert all(u.config.env in dmc for _, units in items[:2] for u in units)
-    gym = ("Walker2d-v4", "Hopper-v4")
-    assert all(u.config.env in gym for i, (_, units) in enumerate(items) if i >= 2 and i != 4 for u in units)
+    dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
+    assert all(u.config.env in dmc for i in (0, 1, 6, 7) for u in items[i][1])
+    assert all(u.config.env in gym for i in (2, 3, 5, 8, 9) for u in items[i][1])
     assert {u.config.env for u in items[4][1]} == {"Ant-v4", "Humanoid-v4"}
+    # The width arms change the hidden sizes only.
+    sac512, qsm256 = items[0][1][0].config.agent, items[1][1][0].config.agent
+    assert sac512 == dataclasses.replace(SACConfig(), actor_hidden_dims=(512, 512), critic_hidden_dims=(512, 512))
+    assert qsm256 == dataclasses.replace(QSMConfig(), actor_hidden_dims=(256, 256), critic_hidden_dims=(256, 256))
     # The variant on DMC is the variants100k mirror unit config, only the env differs (no per-task tuning).
     mirror = benchmark.make_unit("qsm", "Walker2d-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR)
-    assert {u.config.agent for u in items[1][1]} == {mirror.config.agent}
+    assert {u.config.agent for u in items[7][1]} == {mirror.config.agent}
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
-    # `--suite=queue` is every unit of the items, each once; done units leave the order.
+    # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 90
+    assert len(queue) == len({u.key for u in queue}) == 106
+    dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
+    dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
+    assert len(dropped) == 8 and not dropped & {u.key for u in queue}
+    assert {u.config.seed for u in items[9][1]} == {0, 1}
     # Settings added later keep the keys of the units measured before them (entropy_estimate here).
-    assert "qsm_Walker2d-v4_seed1_100k_d8488df7e3" in {u.key for u in items[3][1]}
-    # dmc100k kept the keys of its units that ran before the variant joined it.
+    assert "qsm_Walker2d-v4_seed1_100k_d8488df7e3" in {u.key for u in items[9][1]}
+    # dmc100k kept the keys of its units that ran before the variant and the width arms joined it.
     dmc_keys = {u.key for u in benchmark.suite_units("dmc100k")}
-    assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 36
+    assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 54
+    core_keys = {u.key for u in benchmark.suite_units("core100k")}
+    assert "qsm_Hopper-v4_seed0_100k_971ca9767a" in core_keys and len(core_keys) == 30
 
 
 def test_named_variants_have_short_labels_and_estimates_use_units_like_them(tmp_path):
@@ -342,11 +356,11 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    heads = [line for line in lines if line[:2] in ("1.", "2.", "3.", "4.", "5.", "6.", "7.", "8.")]
-    expected = ["0/27 done", "0/9 done", "0/12 done", "0/6 done", "0/18 done", "0/6 done", "0/6 done", "0/6 done"]
-    assert [h.split(":")[-1].strip() for h in heads] == expected
+    heads = [line for line in lines if re.match(r"\d+\. ", line)]
+    expected = [9, 9, 6, 6, 18, 6, 27, 9, 12, 4]
+    assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 90 and pending[0].startswith("td3_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert len(pending) == 106 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
 
 
 @pytest.mark.skipif(

@@ -32,6 +32,9 @@ def _resolved(*flags: str) -> RunConfig:
         ("qsm_mirror", "QSM-mirror", "variants100k"),
         ("qsm_maxent", "QSM-maxent", "maxent100k"),
         ("qsm_maxent_samples", "QSM-maxent-samples", "maxent100k"),
+        ("qsm_256", "QSM-256", "dmc100k"),
+        ("sac_512", "SAC-512", "dmc100k"),
+        ("sac_512", "SAC-512", "core100k"),
     ],
 )
 def test_flagfile_resolves_to_the_units_settings(name, label, suite):

@@ -265,9 +265,12 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         )
     lines = _table_lines(name, units, cells, pending, envs, algos)
     lines += _temperature_lines(cells, envs, algos)
-    names = [f"{a} = QSM with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS]
+    names = [
+        f"{a} = {a.split('-')[0]} with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS
+    ]
     if names:
         lines += ["", f"QSM = QSM as published (the reference settings); {'; '.join(names)}."]
+    lines += _dropped_lines(pending)
     lines.append("")
     for env in envs:
         env_cells = {a: cells[(env, a)] for a in algos if cells.get((env, a))}
@@ -279,6 +282,23 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         lines.append(f"![{env}]({png})\n")
     lines += _aggregate_lines(name, cells, envs, algos, out_dir)
     return "\n".join(lines)
+
+
+def _dropped_lines(pending: dict) -> list[str]:
+    """One line per group of the suite's units that left the queue (``benchmark.DROPPED``), with why."""
+    reasons = defaultdict(list)
+    for (env, algo), units in pending.items():
+        for u in units:
+            if (why := benchmark.dropped_reason(u)) is not None:
+                reasons[(algo, why)].append(f"{env} seed {u.config.seed}")
+    return (
+        [
+            "",
+            *(f"Not queued, {algo} ({', '.join(where)}): {why}." for (algo, why), where in reasons.items()),
+        ]
+        if reasons
+        else []
+    )
 
 
 def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list, algos: list) -> list[str]:
@@ -306,7 +326,11 @@ def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list,
             budget = max(u.config.max_steps for u in units if (u.config.env, benchmark.label(u.config)) == (env, algo))
             public = PUBLIC.get((env, algo, budget))
             public = f"{public:.0f} ({algo}, docs/algorithm.md)" if public is not None else "-"
-            pend_text = ", ".join(f"seed {u.config.seed}" for u in pend) or "-"
+            queued = [u for u in pend if benchmark.dropped_reason(u) is None]
+            pend_text = ", ".join(f"seed {u.config.seed}" for u in queued) or "-"
+            if len(queued) < len(pend):
+                dropped = ", ".join(f"{u.config.seed}" for u in pend if u not in queued)
+                pend_text = (pend_text + "; " if queued else "") + f"seed {dropped} not queued (below)"
             if not recs:
                 lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | - | {public} | {pend_text} |")
                 continue
