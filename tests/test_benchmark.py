@@ -243,7 +243,7 @@ def test_report_marks_missing_units_pending(fixture_suite):
     assert block.startswith("intro\n") and block.endswith(f"{other}rest\n") and "old table" not in block
     assert "| Walker2d-v4 | SAC | 0 | pending |" in block and "](out/fixture_Hopper-v4.png)" in block
     assert "| Hopper-v4 | QSM | 2 |" in text and text.count("| seed 2 |") >= 1
-    assert "| Walker2d-v4 | SAC | 0 | pending | - | - | - | - | - | seed 0, seed 1, seed 2 |" in text
+    assert "| Walker2d-v4 | SAC | 0 | pending | - | - | - | - | - | - | seed 0, seed 1, seed 2 |" in text
     assert "Aggregate (IQM with stratified bootstrap CIs, P(QSM > SAC)): pending" in text
     assert (out / "fixture_Hopper-v4.png").exists() and not (out / "fixture_aggregate.png").exists()
 
@@ -518,6 +518,50 @@ def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypat
             (tmp_path / f"{u.key}.json").write_text(json.dumps(_fake_record(u, [50.0, 50.0], rng=rng)))
     answer = report.answer("dmc100k", str(tmp_path))
     assert "The mirror variant is below QSM as published on cheetah-run. Final return" in answer
+
+
+def test_equal_width_pairs_each_qsm_with_the_sac_of_its_width_in_the_report_and_the_answer(tmp_path, monkeypatch):
+    """With SAC at two widths in a suite, QSM (512) is normalised by and compared with SAC-512, QSM-256
+    with SAC; the answer says whether QSM's standing changes at equal width, and what is pending."""
+    envs = ("dm_control/walker-walk-v0", "dm_control/cheetah-run-v0")
+    kinds = {"QSM": ("qsm", None, 700.0), "SAC": ("sac", None, 500.0)}
+    kinds["SAC-512"] = ("sac", benchmark.WIDTH_512, 900.0)
+    kinds["QSM-256"] = ("qsm", benchmark.WIDTH_256, 400.0)
+    units = {
+        label: [benchmark.make_unit(algo, e, s, 20_000, agent=agent) for e in envs for s in (0, 1, 2)]
+        for label, (algo, agent, _) in kinds.items()
+    }
+    monkeypatch.setitem(benchmark.SUITES, "dmc100k", lambda: [u for us in units.values() for u in us])
+    rng = np.random.default_rng(0)
+    records = {}
+    for label, us in units.items():
+        for u in us:
+            assert benchmark.label(u.config) == label
+            records[u.key] = _fake_record(u, [kinds[label][2] + 10 * u.config.seed] * 2, rng=rng)
+            (tmp_path / f"{u.key}.json").write_text(json.dumps(records[u.key]))
+    answer = report.answer("dmc100k", str(tmp_path))
+    assert "QSM as published beats SAC (P(QSM > SAC) = 1.00" in answer  # 700 against 500 at 256x256
+    assert "At equal network width, QSM at 256x256 (QSM-256) trails SAC (P(QSM-256 > SAC) = 0.00" in answer
+    assert "QSM at 512x512 (QSM) trails SAC-512 (P(QSM > SAC-512) = 0.00" in answer
+    assert "QSM's standing against SAC (beats SAC) is its width" in answer
+    out = tmp_path / "out"
+    text = open(report.write_report(str(tmp_path), str(out), ["dmc100k"])).read()
+    rows = [line for line in text.splitlines() if line.startswith(("| 256x256 |", "| 512x512 |"))]
+    # IQM of QSM's scores normalised per env by SAC-512's mean there (6 scores: the middle 4).
+    scale = {
+        e: np.mean([report.seed_final(records[u.key]) for u in units["SAC-512"] if u.config.env == e]) for e in envs
+    }
+    scores = np.sort([report.seed_final(records[u.key]) / scale[u.config.env] for u in units["QSM"]])
+    assert rows[0].startswith("| 256x256 | QSM-256 | SAC | ") and rows[0].endswith("| 0.00 [0.00, 0.00] |")
+    assert rows[1].startswith(f"| 512x512 | QSM | SAC-512 | {scores[1:5].mean():.2f} [")
+    # A SAC-512 seed missing: the 512 pair is pending, the 256 one still answered.
+    os.remove(units["SAC-512"][0].path(str(tmp_path)))
+    answer = report.answer("dmc100k", str(tmp_path))
+    assert "QSM at 256x256 (QSM-256) trails SAC" in answer and "the other width is pending (SAC-512 5 of 6" in answer
+    text = open(report.write_report(str(tmp_path), str(out), ["dmc100k"])).read()
+    assert "| 512x512 | QSM | SAC-512 | pending (SAC-512 5 of 6 units) | - |" in text
+    # The cost column: the fastest seed's env steps/s on the suite's CPU model.
+    assert "| env steps/s |" in text and "| 1.0 |" in text
 
 
 def test_gym_mujoco_gets_its_own_answer_naming_diffusion_ql_pending(tmp_path, monkeypatch):

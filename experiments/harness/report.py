@@ -156,20 +156,23 @@ def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> 
     plt.close(fig)
 
 
-def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: list[str]) -> dict | None:
+def aggregate(
+    cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: list[str], reference: str = REFERENCE
+) -> dict | None:
     """IQM of SAC-normalised final returns over (seeds x envs) with stratified bootstrap CIs, and
     P(X > SAC) (``rliable``), over the algorithms with >= 3 seeds on every env (``algos`` of the
     result; the others are its ``pending``), once SAC and at least one other are among them; else None.
 
     Scores are normalised per env by the mean final return of SAC there, so SAC's IQM is near 1
     and a score of 1.2 means 20% above SAC's mean. Runs are matched by seed rank within each env.
+    ``reference`` names the label that plays SAC's part (e.g. ``SAC-512`` at QSM's width).
     """
     complete = [a for a in algos if all(len(cells.get((e, a), [])) >= MIN_SEEDS_AGGREGATE for e in envs)]
-    if REFERENCE not in complete or len(complete) < 2:
+    if reference not in complete or len(complete) < 2:
         return None
     pending, algos = [a for a in algos if a not in complete], complete
     runs = min(len(cells[(e, a)]) for e in envs for a in algos)
-    scale = {e: abs(np.mean([seed_final(r) for r in cells[(e, REFERENCE)]])) for e in envs}
+    scale = {e: abs(np.mean([seed_final(r) for r in cells[(e, reference)]])) for e in envs}
     scores = {
         a: np.array(
             [[seed_final(r) / scale[e] for r in sorted(cells[(e, a)], key=lambda r: r["seed"])[:runs]] for e in envs]
@@ -177,9 +180,10 @@ def aggregate(cells: dict[tuple[str, str], list[dict]], envs: list[str], algos: 
         for a in algos
     }  # (runs, envs)
     iqm, iqm_ci = _interval_estimates(scores, rly_metrics.aggregate_iqm)
-    pairs = {a: (scores[a], scores[REFERENCE]) for a in algos if a != REFERENCE}
+    pairs = {a: (scores[a], scores[reference]) for a in algos if a != reference}
     poi, poi_ci = _interval_estimates(pairs, probability_of_improvement, seed=1)
     return {
+        "reference": reference,
         "algos": algos,
         "pending": pending,
         "runs": runs,
@@ -223,6 +227,19 @@ def _fmt(x: float) -> str:
 
 def _settings(settings: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def main_cpu(records: list[dict]) -> str | None:
+    """The CPU model most of ``records`` ran on (None without records): costs are compared on one model."""
+    cpus = [r["machine"]["cpu"] for r in records]
+    return max(dict.fromkeys(cpus), key=cpus.count) if cpus else None
+
+
+def _rate(records: list[dict], cpu: str | None) -> str:
+    """The fastest of ``records``' training rates (env steps/s) on ``cpu``: a unit alone on its core
+    (others shared it at times and only ever ran slower), "-" if none ran there."""
+    rates = [r["env_steps_per_s"] for r in records if r["machine"]["cpu"] == cpu and r.get("env_steps_per_s")]
+    return f"{max(rates):.1f}" if rates else "-"
 
 
 def _walls(records: list[dict]) -> str:
@@ -281,6 +298,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         _plot_env(os.path.join(out_dir, png), env, env_cells, f"{name}: {env}")
         lines.append(f"![{env}]({png})\n")
     lines += _aggregate_lines(name, cells, envs, algos, out_dir)
+    lines += _width_lines(width_pairs(units, cells, envs, algos))
     return "\n".join(lines)
 
 
@@ -305,6 +323,7 @@ def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list,
     """The suite's heading and its table: one row per (env, algorithm), done seeds and pending ones."""
     steps = sorted({u.config.max_steps for u in units})
     done = sum(len(v) for v in cells.values())
+    cpu = main_cpu([r for recs in cells.values() for r in recs])
     lines = [
         f"## Suite `{name}`: {len(units)} units, {done} done, {len(units) - done} pending",
         "",
@@ -314,11 +333,13 @@ def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list,
         "95% CI = Student-t interval of the mean over seeds; IQM = interquartile mean of every final episode "
         "of every seed; AUC = mean evaluation return over training (area under the curve / steps); at the walls = "
         "share of the final evaluation's action dimensions with |a| > 0.99 (a bang-bang policy: ~100%; "
-        "'-' for units run before it was measured).",
+        "'-' for units run before it was measured); env steps/s = the cost: the fastest seed's training rate, "
+        f"one unit per core, on the CPU most of the suite's units ran on ({cpu or 'none yet'}; '-': none of the "
+        "cell's units ran there).",
         "",
         "| env | algorithm | seeds done | final return, mean [95% CI] | IQM | final return per seed | AUC per seed "
-        "| at the walls, final | public, same budget | pending |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| env steps/s | at the walls, final | public, same budget | pending |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env in envs:
         for algo in algos:
@@ -332,7 +353,7 @@ def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list,
                 dropped = ", ".join(f"{u.config.seed}" for u in pend if u not in queued)
                 pend_text = (pend_text + "; " if queued else "") + f"seed {dropped} not queued (below)"
             if not recs:
-                lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | - | {public} | {pend_text} |")
+                lines.append(f"| {env} | {algo} | 0 | pending | - | - | - | - | - | {public} | {pend_text} |")
                 continue
             s = cell_stats(recs)
             ci = f"[{_fmt(s['ci'][0])}, {_fmt(s['ci'][1])}]" if s["ci"] else "[one seed: no CI]"
@@ -340,9 +361,75 @@ def _table_lines(name: str, units: list, cells: dict, pending: dict, envs: list,
             aucs = ", ".join(_fmt(a) for a in s["aucs"])
             lines.append(
                 f"| {env} | {algo} | {s['n']} | {_fmt(s['mean'])} {ci} | {_fmt(s['iqm'])} | {per_seed} "
-                f"| {aucs} | {_walls(recs)} | {public} | {pend_text} |"
+                f"| {aucs} | {_rate(recs, cpu)} | {_walls(recs)} | {public} | {pend_text} |"
             )
     return lines
+
+
+def widths(units: list) -> dict[str, str]:
+    """Each label's network width (its actor's hidden sizes), e.g. ``{"QSM": "512x512", "SAC": "256x256"}``."""
+    return {benchmark.label(u.config): "x".join(map(str, u.config.agent.actor_hidden_dims)) for u in units}
+
+
+def width_pairs(units: list, cells: dict, envs: list, algos: list) -> list[dict]:
+    """The suite's QSM configurations each against the SAC of its own network width, once the suite
+    runs SAC at more than one width (the width arms, ``benchmark.WIDTH_512``/``WIDTH_256``).
+
+    Returns:
+      Per width (narrowest first): ``width``, ``reference`` (that SAC's label), ``algos`` (the QSM
+      labels at that width), ``agg`` (``aggregate`` against the reference, None while pending) and
+      ``done`` (label -> (units done, units in the suite)).
+    """
+    width = widths(units)
+    algo_of = {benchmark.label(u.config): u.config.algo for u in units}
+    sacs = {width[a]: a for a in algos if algo_of[a] == "sac"}
+    if len(sacs) < 2:
+        return []
+    total = defaultdict(int)
+    for u in units:
+        total[benchmark.label(u.config)] += 1
+    out = []
+    for w, ref in sorted(sacs.items(), key=lambda item: int(item[0].split("x")[0])):
+        qsms = [a for a in algos if width[a] == w and algo_of[a] == "qsm"]
+        if not qsms:
+            continue
+        done = {a: (sum(len(cells.get((e, a), [])) for e in envs), total[a]) for a in [ref, *qsms]}
+        out.append(
+            {
+                "width": w,
+                "reference": ref,
+                "algos": qsms,
+                "agg": aggregate(cells, envs, [ref, *qsms], ref),
+                "done": done,
+            }
+        )
+    return out
+
+
+def _width_lines(pairs: list[dict]) -> list[str]:
+    """The suite's table at equal width (``width_pairs``)."""
+    if not pairs:
+        return []
+    lines = [
+        "At equal width (each QSM configuration normalised by, and compared with, the SAC of its own network "
+        f"width; {MIN_SEEDS_AGGREGATE} seeds on every env, rliable):\n",
+        "| width | algorithm | against | IQM [95% stratified bootstrap CI] | P(algorithm > against) [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        agg, ref = pair["agg"], pair["reference"]
+        for a in pair["algos"]:
+            if agg is None or a not in agg["algos"]:
+                left = [f"{b} {d} of {n} units" for b, (d, n) in pair["done"].items() if b in (a, ref) and d < n]
+                lines.append(f"| {pair['width']} | {a} | {ref} | pending ({', '.join(left)}) | - |")
+                continue
+            lo, hi = agg["iqm_ci"][a]
+            plo, phi = agg["poi_ci"][a]
+            lines.append(
+                f"| {pair['width']} | {a} | {ref} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] "
+                f"| {float(agg['poi'][a]):.2f} [{float(plo):.2f}, {float(phi):.2f}] |"
+            )
+    return [*lines, ""]
 
 
 def _aggregate_lines(name: str, cells: dict, envs: list, algos: list, out_dir: str) -> list[str]:
@@ -456,15 +543,60 @@ def answer_markers(suite: str) -> tuple[str, str]:
     return f"<!-- answer: begin {suite} -->", f"<!-- answer: end {suite} -->"
 
 
-def versus_sac(p: float, lo: float, hi: float) -> str:
+VERDICTS = ("trails", "is below", "matches", "beats")  # weakest first
+WIDTH_SETTINGS = {"actor_hidden_dims", "critic_hidden_dims"}  # a QSM label with only these is QSM as published
+
+
+def versus_sac(p: float, lo: float, hi: float, reference: str = REFERENCE) -> str:
     """Words for P(X > SAC) = ``p`` with 95% CI [``lo``, ``hi``]: "trails SAC" or "beats SAC" when the
     CI excludes 0.5; inside it, "matches SAC" only from p >= 0.5, else "is below SAC (within the
-    noise)": a variant that loses 3 runs in 4 does not "match"."""
+    noise)": a variant that loses 3 runs in 4 does not "match". ``reference``: the name of SAC."""
     if hi < 0.5:
-        return "trails SAC"
+        return f"trails {reference}"
     if lo > 0.5:
-        return "beats SAC"
-    return "matches SAC" if p >= 0.5 else "is below SAC (within the noise)"
+        return f"beats {reference}"
+    return f"matches {reference}" if p >= 0.5 else f"is below {reference} (within the noise)"
+
+
+def _verdict(agg: dict, algo: str) -> tuple[str, str]:
+    """``versus_sac``'s words for ``algo`` in ``agg`` (against its reference), and the statistics."""
+    ref = agg["reference"]
+    p, (lo, hi) = float(agg["poi"][algo]), (float(v) for v in agg["poi_ci"][algo])
+    stats = f"P({algo} > {ref}) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of {ref}-normalised return {agg['iqm'][algo]:.2f}"
+    return versus_sac(p, lo, hi, ref), stats
+
+
+def equal_width(pairs: list[dict], standing: str) -> str:
+    """The answer's sentence on QSM as published at equal width (``width_pairs``), and whether its
+    ``standing`` against SAC at SAC's width (``versus_sac``'s words) changes there."""
+    if not pairs:
+        return ""
+    said, ranks, left = [], [], []
+    for pair in pairs:
+        agg, ref = pair["agg"], pair["reference"]
+        qsm = next((a for a in pair["algos"] if set(benchmark.VARIANTS.get(a, {})) <= WIDTH_SETTINGS), None)
+        if qsm is None:
+            continue
+        if agg is None or qsm not in agg["algos"]:
+            left += [f"{b} {d} of {n}" for b, (d, n) in pair["done"].items() if b in (qsm, ref) and d < n]
+            continue
+        words, stats = _verdict(agg, qsm)
+        said.append(f"QSM at {pair['width']} ({qsm}) {words} ({stats})")
+        ranks.append(next(i for i, v in enumerate(VERDICTS) if words.startswith(v)))
+    pending = f"pending ({', '.join(left)} units have run)" if left else ""
+    if not said:
+        return f" At equal network width the comparison is {pending}."
+    before = next(i for i, v in enumerate(VERDICTS) if standing.startswith(v))
+    if all(r == before for r in ranks):
+        change = "QSM's standing against SAC does not change at equal width"
+    elif max(ranks) < before and before >= 2 and max(ranks) < 2:
+        change = f"QSM's standing against SAC ({standing}) is its width: at equal width it no longer matches SAC"
+    elif max(ranks) < before:
+        change = "at equal width QSM stands lower against SAC than at twice SAC's width"
+    else:
+        change = "at equal width QSM stands higher against SAC than at twice SAC's width"
+    rest = f"; the other width is {pending}" if pending else ""
+    return f" At equal network width, {'; '.join(said)}: {change}{rest}."
 
 
 def _task(env: str) -> str:
@@ -508,10 +640,8 @@ def answer(suite: str, units_dir: str) -> str:
         if algo not in agg["algos"]:
             runs = sum(len(cells.get((e, algo), [])) for e in envs)
             return f"is pending ({runs} of {MIN_SEEDS_AGGREGATE * len(envs)} units have run)"
-        p, (lo, hi) = float(agg["poi"][algo]), (float(v) for v in agg["poi_ci"][algo])
-        iqm = agg["iqm"][algo]
-        stats = f"P({algo} > SAC) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of SAC-normalised return {iqm:.2f}"
-        return f"{versus_sac(p, lo, hi)} ({stats})"
+        words, stats = _verdict(agg, algo)
+        return f"{words} ({stats})"
 
     def mean(env: str, algo: str) -> float:
         return float(np.mean([seed_final(r) for r in cells[(env, algo)]]))
@@ -527,9 +657,10 @@ def answer(suite: str, units_dir: str) -> str:
     where = below(PAPER, REFERENCE) + (below(VARIANT, PAPER) if VARIANT in agg["algos"] else "")
     seeds = "3 seeds" if not agg["pending"] else "the seeds done"
     verdicts = "; ".join(f"{NAMES.get(a, a)} {says(a)}" for a in [PAPER, *others])
+    width = equal_width(width_pairs(units, cells, envs, algos), _verdict(agg, PAPER)[0])
     return (
         f"**{ANSWERED[suite]}** ({', '.join(_task(e) for e in envs)}, {MIN_SEEDS_AGGREGATE} seeds each), "
-        f"{verdicts}.{where} Final return, mean over {seeds}: {per_task}."
+        f"{verdicts}.{where}{width} Final return, mean over {seeds}: {per_task}."
     )
 
 

@@ -168,7 +168,10 @@ class WandbOutput(Output):
     """Weights & Biases (optional: ``pip install -e ".[wandb]"``): every row as ``<kind>/<name>``
     against ``env_step``, with the run's config. The W&B run starts at the first row (a run that
     fails to start makes none) and its id is derived from the workdir, so a resumed run continues
-    the same W&B run. ``WANDB_MODE=offline`` logs to ``workdir/wandb`` without an account."""
+    the same W&B run. ``WANDB_MODE=offline`` logs to ``workdir/wandb`` without an account.
+
+    An optional output never stops training: if W&B cannot start (no API key, no network) or fails
+    mid-run, one warning line says what to do and the run goes on with its local outputs."""
 
     def __init__(self, project: str, workdir: str, config: dict[str, Any]):
         try:
@@ -176,11 +179,12 @@ class WandbOutput(Output):
         except ImportError:
             raise ValueError('--wandb_project needs the wandb package: pip install -e ".[wandb]"') from None
         self.wandb, self.project, self.workdir, self.config = wandb, project, workdir, config
-        self.run, self.summary = None, {}
+        self.run, self.summary, self.off = None, {}, False
 
     def _start(self) -> None:
         import hashlib
 
+        os.environ.setdefault("WANDB_SILENT", "true")  # its banner and login lines, not our one-line warnings
         self.run = self.wandb.init(
             project=self.project,
             id=hashlib.sha256(os.path.abspath(self.workdir).encode()).hexdigest()[:16],
@@ -193,14 +197,42 @@ class WandbOutput(Output):
         self.run.define_metric("*", step_metric="env_step")
 
     def row(self, step, kind, values):
-        if self.run is None:
-            self._start()
-        self.run.log({"env_step": step, **{f"{kind}/{name}": value for name, value in values.items()}})
+        if self.off:
+            return
+        try:
+            if self.run is None:
+                self._start()
+            self.run.log({"env_step": step, **{f"{kind}/{name}": value for name, value in values.items()}})
+        except Exception as e:  # noqa: BLE001 -- a logging service that is away must not stop training
+            self._turn_off(e, step)
+
+    def _turn_off(self, error: Exception, step: int | None) -> None:
+        """Stops logging to W&B for the rest of the run, with one warning line naming what to do."""
+        self.off = True
+        lines = str(error).strip().splitlines()
+        why = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        if "api key" in why.lower():
+            fix = "run `wandb login` (or set WANDB_API_KEY), or set WANDB_MODE=offline to log into the run folder"
+        else:
+            fix = "set WANDB_MODE=offline to log into the run folder (`wandb sync` later), or check the network"
+        when = "could not start" if self.run is None else f"failed at env step {step}" if step else "failed to finish"
+        print(
+            f"warning: W&B {when} ({why}); {fix}; training goes on with its local outputs",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.run is not None:
+            with contextlib.suppress(Exception):
+                self.run.finish(exit_code=1)
+            self.run = None
 
     def close(self):
         if self.run is not None:
-            self.summary = dict(self.run.summary)  # the last value of each metric, kept for inspection
-            self.run.finish()
+            try:
+                self.summary = dict(self.run.summary)  # the last value of each metric, kept for inspection
+                self.run.finish()
+            except Exception as e:  # noqa: BLE001 -- the local outputs are written; W&B's loss is not the run's
+                self._turn_off(e, None)
 
 
 def read_rows(path: str) -> list[tuple[str, dict]]:
