@@ -83,7 +83,7 @@ flags.DEFINE_integer("slurm_time_min", 180, "--launcher=slurm: time limit per un
 flags.DEFINE_float("slurm_mem_gb", 8.0, "--launcher=slurm: memory per unit, GB.")
 flags.DEFINE_integer("slurm_array_parallelism", 64, "--launcher=slurm: array tasks running at once.")
 flags.DEFINE_string(
-    "slurm_cluster", "", "--launcher=slurm: '' (Slurm if sbatch exists), 'slurm', or 'local' (submitit's local jobs)."
+    "slurm_cluster", "", "--launcher=slurm: '' (Slurm if srun exists), 'slurm', or 'local' (submitit's local jobs)."
 )
 flags.DEFINE_string("unit", "", "Run this one unit key of --suite in this process (used by the runner).")
 flags.DEFINE_bool("git_commit", False, "git-commit each unit file as soon as it is written.")
@@ -248,7 +248,11 @@ def _run_on_cluster(order: list[benchmark.Unit]) -> None:
 
     code_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = benchmark.code_version()
-    print(f"{len(order)} unit(s) to run through {FLAGS.launcher} (commit {code['commit'][:12]})", flush=True)
+    through = FLAGS.launcher
+    if FLAGS.launcher == "slurm" and launchers.slurm_executor(FLAGS.slurm_cluster) == "local":
+        why = "as asked" if FLAGS.slurm_cluster == "local" else "no Slurm on this machine"
+        through = f"submitit's local executor ({why}: the units run as subprocesses here, not on Slurm)"
+    print(f"{len(order)} unit(s) to run through {through} (commit {code['commit'][:12]})", flush=True)
     if not order:
         return
 
@@ -436,6 +440,10 @@ def main(argv):
             raise ValueError(f"--time_budget must be >= 0 minutes, got {FLAGS.time_budget}")
         if FLAGS.fit_budget and (not FLAGS.time_budget or FLAGS.launcher != "local"):
             raise ValueError("--fit_budget needs --time_budget=<minutes> and --launcher=local")
+        if FLAGS.launcher == "slurm":
+            from harness import launchers
+
+            launchers.slurm_executor(FLAGS.slurm_cluster)  # no Slurm where it is asked for: one line, now
         if FLAGS.pin:
             _run_pinned()
         _run_pending(units)

@@ -84,3 +84,35 @@ def test_a_failing_unit_is_one_line_and_the_others_finish(launcher, tmp_path):
     assert sorted(got) == [("u0", "u0"), ("u2", "u2")]
     assert len(errors) == 1 and errors[0][0] == "u1"
     assert "\n" not in errors[0][1] and "ValueError" in errors[0][1] and "Nope-v0" in errors[0][1], errors
+
+
+def test_slurm_where_slurm_is_absent_is_refused_in_one_line_or_named_local(tmp_path, monkeypatch):
+    """--slurm_cluster=slurm without Slurm: one line before anything runs; without --slurm_cluster the
+    units go to submitit's local executor, and the runner says so instead of "through slurm"."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}")
+    assert launchers.slurm_executor("") == launchers.slurm_executor("local") == "local"
+    with pytest.raises(ValueError, match=r"^--slurm_cluster=slurm: Slurm is not on this machine \(no srun on PATH\)"):
+        launchers.slurm_executor("slurm")
+    with pytest.raises(ValueError, match="--slurm_cluster=slurn: choose"):
+        launchers.slurm_executor("slurn")
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    assert launchers.slurm_executor("") == launchers.slurm_executor("slurm") == "slurm"
+    assert launchers.slurm_executor("local") == "local"
+    (bin_dir / "srun").unlink()
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "bench_learning.py"), "--suite=smoke", "--pin="]
+    cmd += [f"--units_dir={tmp_path}/units", f"--runs_dir={tmp_path}/runs", "--launcher=slurm"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([*cmd, "--slurm_cluster=slurm"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0 and out.stdout == "", out.stdout
+    assert out.stderr.strip().startswith("bench_learning.py: error: --slurm_cluster=slurm: Slurm is not on this")
+    assert "\n" not in out.stderr.strip() and not (tmp_path / "runs").exists()
+    # Every smoke unit already done: the runner names the executor it would use, and runs nothing.
+    for unit in benchmark.SUITES["smoke"]():
+        record = benchmark.unit_record(unit, [{"step": 1, "returns": [0.0]}], 1.0, 1.0, 0)
+        benchmark.write_unit(record, unit.path(str(tmp_path / "units")))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "0 unit(s) to run through submitit's local executor (no Slurm on this machine" in out.stdout

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -157,6 +158,25 @@ class UnitJob:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+def slurm_executor(cluster: str) -> str:
+    """The submitit executor that ``--slurm_cluster=cluster`` gives on this machine: "slurm" where
+    Slurm is (its ``srun`` on PATH, submitit's own test), else "local" (submitit's local executor:
+    jobs are subprocesses of this machine).
+
+    Raises:
+      ValueError: ``cluster == "slurm"`` where Slurm is absent, or an unknown ``cluster`` (one line).
+    """
+    if cluster not in ("", "slurm", "local"):
+        raise ValueError(f"--slurm_cluster={cluster}: choose '' (Slurm if present), 'slurm' or 'local'")
+    found = shutil.which("srun") is not None
+    if cluster == "slurm" and not found:
+        raise ValueError(
+            "--slurm_cluster=slurm: Slurm is not on this machine (no srun on PATH); run from a Slurm login "
+            "node, or use --slurm_cluster=local (submitit's local executor) or --launcher=local"
+        )
+    return "slurm" if found and cluster != "local" else "local"
+
+
 def run_slurm(
     units: Iterable[Any],
     *,
@@ -179,8 +199,9 @@ def run_slurm(
     ``on_error`` for each as it finishes, polling every ``poll_s`` seconds.
 
     Args:
-      cluster: "" (Slurm if ``sbatch`` is found, else submitit's local executor), "slurm", or
-        "local" (submitit's local executor: jobs are subprocesses of this machine).
+      cluster: "" (Slurm if present, else submitit's local executor), "slurm" (refused where Slurm is
+        absent), or "local" (submitit's local executor: jobs are subprocesses of this machine);
+        ``slurm_executor``.
       folder: submitit's job folder (logs, pickles); must be on a filesystem the nodes share.
       partition, time_min, mem_gb: Slurm's partition, time limit per unit and memory per unit.
       gpus_per_unit: GPUs per job (rounded up: Slurm allocates whole GPUs).
@@ -197,7 +218,7 @@ def run_slurm(
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, path))
     os.environ["QSM_JAX_COMMIT"] = commit
     os.environ.setdefault("MUJOCO_GL", "disable")
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster or None)
+    executor = submitit.AutoExecutor(folder=folder, cluster=slurm_executor(cluster))
     params: dict[str, Any] = {"timeout_min": time_min, "cpus_per_task": 1, "mem_gb": mem_gb}
     if executor.cluster == "slurm":
         params["slurm_array_parallelism"] = array_parallelism
