@@ -34,6 +34,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 from absl import app, flags, logging  # noqa: E402
 
 from harness import benchmark  # noqa: E402
+from qsm_jax.program import cli  # noqa: E402
 from qsm_jax.program.train import Interrupted  # noqa: E402
 from qsm_jax.program.workdir import workdir_in_use  # noqa: E402
 
@@ -398,7 +399,7 @@ def _finished(unit: benchmark.Unit, returncode: int, started: float) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        sys.exit(f"bench_learning.py: error: {cli.stray_argument_error(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     try:
         if FLAGS.import_units:

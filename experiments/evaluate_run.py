@@ -20,6 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from qsm_jax.program import cli  # noqa: E402
 from qsm_jax.program.envs import make_env  # noqa: E402
 from qsm_jax.program.evaluation import WALL, evaluate  # noqa: E402
 from qsm_jax.program.run_config import RunConfig  # noqa: E402
@@ -36,7 +37,7 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        sys.exit(f"evaluate_run.py: error: {cli.stray_argument_error(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     if FLAGS.episodes < 1:
         sys.exit("evaluate_run.py: --episodes must be >= 1")

@@ -47,7 +47,7 @@ flags.DEFINE_bool("print_config", False, "Print the resolved run settings as JSO
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        sys.exit(f"run.py: error: {cli.stray_argument_error(argv[1:])}")
     logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)  # Orbax logs every save at INFO
     checkpoint.VERBOSE = FLAGS.verbose
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here: KeyboardInterrupt, caught below

@@ -98,3 +98,25 @@ def test_bad_generated_flags_are_one_line(flags, message):
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     assert out.returncode != 0 and out.stderr.strip().startswith(message) and "\n" not in out.stderr.strip()
+
+
+def test_a_flagfile_line_or_an_argument_that_is_no_flag_is_one_line_naming_it(tmp_path):
+    """absl hands a flagfile's non-flag line to the program as an argument: the error names the file
+    and the line (nested flagfiles too), or the stray argument, in one line instead of the help."""
+    inner = tmp_path / "inner.flags"
+    inner.write_text("# a comment\n--algo=qsm\n\nnot a flag\n")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--flagfile={inner}\n--seed=2\n")
+    cases = [
+        ([f"--flagfile={outer}"], f"run.py: error: {inner}, line 4: 'not a flag' is not a flag (flags read"),
+        (["stray"], "run.py: error: unexpected argument 'stray': flags read --name=value (--help lists them)"),
+    ]
+    for args, message in cases:
+        out = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *args, "--print_config"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        )
+        assert out.returncode != 0 and out.stdout == ""
+        assert out.stderr.strip().startswith(message) and "\n" not in out.stderr.strip(), out.stderr[-500:]

@@ -118,3 +118,40 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> RunConfig:
         agent[name] = value
     run = {f.name: flag_values[f.name].value for f in _RUN_FIELDS}
     return RunConfig(**run, algo=algorithm.name, agent=algorithm.config_cls(**agent))
+
+
+def stray_argument_error(stray: list[str], argv: list[str] | None = None) -> str:
+    """The one-line error for ``stray``, arguments that are not flags (absl hands a flagfile's lines
+    that are not flags to the program as arguments): the flagfile and line it came from, else the
+    argument itself.
+
+    Args:
+      stray: the arguments left after flag parsing (``argv[1:]`` of ``main``).
+      argv: the command line (default ``sys.argv``), whose ``--flagfile``s are searched.
+    """
+    first = stray[0]
+    for path in _flagfiles(sys.argv if argv is None else argv):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            if line.strip() == first:
+                return (
+                    f"{path}, line {number}: {first!r} is not a flag (flags read --name=value); fix or delete that line"
+                )
+    return f"unexpected argument {first!r}: flags read --name=value (--help lists them)"
+
+
+def _flagfiles(args: list[str], depth: int = 0) -> list[str]:
+    """The ``--flagfile`` paths of ``args``, and of the flagfiles they name (nested up to 5 deep)."""
+    paths = [a.split("=", 1)[1] for a in args if a.startswith(("--flagfile=", "-flagfile="))]
+    nested = []
+    for path in paths if depth < 5 else []:
+        try:
+            with open(path) as f:
+                nested += _flagfiles([line.strip() for line in f], depth + 1)
+        except OSError:
+            continue
+    return paths + nested
