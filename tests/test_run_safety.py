@@ -113,7 +113,7 @@ def test_all_checkpoints_damaged_needs_restart_and_keeps_the_metrics(finished, t
     workdir = _copy(finished, tmp_path)
     for step in ("200", "400"):
         shutil.rmtree(workdir / "checkpoints" / step / "state")
-    with pytest.raises(ValueError, match="no checkpoint in .* restores"):
+    with pytest.raises(ValueError, match=r"no checkpoint in .* restores \(2 damaged.*; pass --restart to train"):
         train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
     metrics = (workdir / "metrics.jsonl").read_text()
     out = _run_py(*_flags(workdir))
@@ -252,3 +252,80 @@ def test_a_checkpoint_written_before_optional_state_fields_existed_restores(tmp_
     assert meta["env_step"] == 100 and restored.temperature is None
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(states), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_restart_the_first_time_every_checkpoint_is_damaged_trains_again_from_step_0(finished, tmp_path, capfd):
+    """--restart given at once (the damaged checkpoints still in place) is enough: they are set aside,
+    the metrics kept aside, and the run trains from step 0 as a fresh one does."""
+    workdir = _copy(finished, tmp_path)
+    for step in ("200", "400"):
+        shutil.rmtree(workdir / "checkpoints" / step / "state")
+    metrics = (workdir / "metrics.jsonl").read_text()
+    result = train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False, restart=True)
+    fresh = train_and_evaluate(_tiny(max_steps=400), str(tmp_path / "fresh"), progress=False)
+    assert result["history"] == fresh["history"]
+    kept = [n for n in os.listdir(workdir) if n.startswith("metrics.jsonl.before-restart-")]
+    assert len(kept) == 1 and (workdir / kept[0]).read_text() == metrics
+    assert "starting from step 0; the earlier metrics are kept in" in capfd.readouterr().err
+
+
+class _Opened(Exception):
+    pass
+
+
+@pytest.fixture
+def nothing_opens(monkeypatch):
+    """Fails the test if a start opens an env or builds an agent (compiles) before it refuses."""
+    from qsm_jax.program import train
+
+    def fail(*args, **kwargs):
+        raise _Opened("an env was opened or an agent built before the refusal")
+
+    for name in ("EnvPool", "make_env", "init_agents"):
+        monkeypatch.setattr(train, name, fail)
+
+
+def _garbage_metrics(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    lines[3] = "garbage"
+    (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("locked", "another process is training the run in"),
+        ("garbage metrics", r"metrics.jsonl, line 4: not a metrics row"),
+        ("lower max_steps", r"the run's checkpoint is at env step 200, past --max_steps=100"),
+        ("other config, no config.json", "checkpoint 400 was written by a different configuration"),
+    ],
+)
+def test_refusals_decided_from_files_come_before_envs_open_or_anything_compiles(
+    finished, tmp_path, nothing_opens, case, message
+):
+    workdir = _copy(finished, tmp_path)
+    config = _tiny(max_steps=600)
+    with contextlib.ExitStack() as stack:
+        if case == "locked":
+            lock_workdir(str(workdir), stack)
+        elif case == "garbage metrics":
+            _garbage_metrics(workdir)
+        elif case == "lower max_steps":
+            config = _tiny(max_steps=100)  # below both checkpoints (200, 400)
+        else:
+            os.remove(workdir / "config.json")
+            config = _tiny(max_steps=600, agent=qsm_jax.QSMConfig(**{**_tiny().agent.to_dict(), "alpha": 10.0}))
+        before = _snapshot(workdir)
+        with pytest.raises(ValueError, match=message):
+            train_and_evaluate(config, str(workdir), progress=False)
+        assert _snapshot(workdir) == before
+
+
+def test_restart_on_a_run_with_an_intact_checkpoint_is_refused_in_one_line(finished, tmp_path):
+    workdir = _copy(finished, tmp_path)
+    before = _snapshot(workdir)
+    out = _run_py(*_flags(workdir), "--restart")
+    assert out.returncode == 1 and out.stderr.strip().count("\n") == 0, out.stderr[-2000:]
+    assert out.stderr.startswith("run.py: error: --restart trains again from step 0 only a run whose every checkpoint")
+    assert "checkpoint 400 in" in out.stderr and "re-run without --restart to resume from it" in out.stderr
+    assert _snapshot(workdir) == before

@@ -26,6 +26,10 @@ _DISK_ERRORS = {
 }
 
 
+class NoIntactCheckpoint(ValueError):
+    """A run has checkpoints and none of them restores (each was damaged)."""
+
+
 class RunCheckpointer:
     """Saves and restores ``(train states, replay buffers, meta)`` under ``workdir/checkpoints``.
 
@@ -72,6 +76,18 @@ class RunCheckpointer:
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def readable_metas(self) -> list[tuple[int, dict]]:
+        """``(step, meta)`` of every checkpoint whose meta reads, newest first: what a start can check
+        before anything compiles (a damaged checkpoint is skipped here; restoring says so)."""
+        out = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                with _quiet():
+                    out.append((step, self.restore_meta(step)))
+            except Exception:  # noqa: BLE001 (any failure to read means damage)
+                _mute_late_reader_errors()
+        return out
 
     def restore(self, step: int, state_template: Any, empty_buffers: ReplayBuffer) -> tuple[Any, dict, dict]:
         """Returns ``(states, buffer arrays (K, size, ...) as NumPy, meta)``."""
@@ -130,7 +146,7 @@ class RunCheckpointer:
         damage and propagates.
 
         Raises:
-          ValueError: checkpoints exist but none restores (one line, naming the folder).
+          NoIntactCheckpoint: checkpoints exist but none restores (one line, naming the folder).
         """
         steps = sorted(self.manager.all_steps(), reverse=True)
         if not steps:
@@ -152,10 +168,7 @@ class RunCheckpointer:
                 continue
             return step, states, arrays, meta
         moved = f", moved to {self.directory}_damaged" if set_aside else ""
-        raise ValueError(
-            f"no checkpoint in {self.directory} restores ({len(steps)} damaged{moved}); "
-            "start over with a new --workdir, or delete the checkpoints folder to restart this run from step 0"
-        )
+        raise NoIntactCheckpoint(f"no checkpoint in {self.directory} restores ({len(steps)} damaged{moved})")
 
     def _skip(self, step: int, error: Exception, set_aside: bool) -> None:
         """One warning line for a damaged checkpoint; with ``set_aside`` it is moved out of the way."""

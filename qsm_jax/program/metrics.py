@@ -235,9 +235,9 @@ class WandbOutput(Output):
                 self._turn_off(e, None)
 
 
-def read_rows(path: str) -> list[tuple[str, dict]]:
+def read_rows(path: str, warn: bool = True) -> list[tuple[str, dict]]:
     """The rows of a metrics file as ``(line, row)``. A partial last line (what a kill or a full disk
-    leaves mid-write) is dropped with a warning line.
+    leaves mid-write) is dropped, with a warning line if ``warn``.
 
     Raises:
       ValueError: a line other than the last that is not a metrics row (one line, naming the line).
@@ -252,7 +252,8 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
                 raise ValueError("not a metrics row")
         except ValueError as e:
             if number == len(lines):
-                print(f"warning: {path}: dropped its partial last line ({e})", file=sys.stderr)
+                if warn:
+                    print(f"warning: {path}: dropped its partial last line ({e})", file=sys.stderr)
                 break
             raise ValueError(
                 f"{path}, line {number}: not a metrics row ({e}); repair or delete that line to resume"

@@ -18,7 +18,7 @@ import numpy as np
 
 from qsm_jax.algorithms import ALGORITHMS
 from qsm_jax.program import fused
-from qsm_jax.program.checkpoint import RunCheckpointer
+from qsm_jax.program.checkpoint import NoIntactCheckpoint, RunCheckpointer
 from qsm_jax.program.envs import EnvPool, env_dims, make_env
 from qsm_jax.program.evaluation import WALL, evaluate
 from qsm_jax.program.metrics import (
@@ -32,7 +32,15 @@ from qsm_jax.program.metrics import (
 )
 from qsm_jax.program.replay import ReplayBuffer, replay_init
 from qsm_jax.program.run_config import RunConfig, check_same_experiment
-from qsm_jax.program.workdir import check_memory, check_workdir, lock_workdir, read_config_json, write_json_atomically
+from qsm_jax.program.workdir import (
+    check_memory,
+    check_resume,
+    check_workdir,
+    lock_workdir,
+    past_max_steps,
+    read_config_json,
+    write_json_atomically,
+)
 from qsm_jax.types import Batch
 
 __all__ = [
@@ -244,21 +252,33 @@ class Run:
 METRICS_KINDS = ("train", "episode", "eval", "video")
 
 
-def _restore(config: RunConfig, checkpointer: RunCheckpointer, states, empty: ReplayBuffer):
-    """The newest intact checkpoint as ``(states, buffers, meta)``, or the fresh ones and ``{}``."""
-    restored = checkpointer.restore_newest_intact(
-        states,
-        empty,
-        check_meta=lambda meta, step: check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
-    )
+def _restore(config: RunConfig, checkpointer: RunCheckpointer, states, empty: ReplayBuffer, restart: bool):
+    """The newest intact checkpoint as ``(states, buffers, meta)``, or the fresh ones and ``{}`` (no
+    checkpoint, or none intact and ``restart``)."""
+    try:
+        restored = checkpointer.restore_newest_intact(
+            states,
+            empty,
+            check_meta=lambda meta, step: check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}"),
+        )
+    except NoIntactCheckpoint as e:
+        if not restart:
+            raise ValueError(
+                f"{e}; pass --restart to train this run again from step 0 (its metrics.jsonl is kept aside), "
+                "or use another --workdir"
+            ) from None
+        restored = None
     if restored is None:
         return states, empty, {}
     step, states, arrays, meta = restored
-    if meta["env_step"] > config.max_steps:
+    if restart:
         raise ValueError(
-            f"the run's checkpoint is at env step {meta['env_step']}, past --max_steps={config.max_steps}; pass "
-            f"--max_steps >= {meta['env_step']} to resume or extend it, or another --workdir"
+            f"--restart trains again from step 0 only a run whose every checkpoint is damaged, and checkpoint "
+            f"{step} in {checkpointer.directory} is intact: re-run without --restart to resume from it, or pass "
+            "another --workdir"
         )
+    if meta["env_step"] > config.max_steps:
+        raise ValueError(past_max_steps(meta["env_step"], config.max_steps))
     when = time.strftime(
         "%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(os.path.join(checkpointer.directory, str(step))))
     )
@@ -274,6 +294,10 @@ def _open_run(
     opens the outputs. A start refused on the way changes no file of the run (damaged checkpoints
     excepted: they are set aside). Every resource opened is closed by ``stack``."""
     start_over = check_workdir(config, workdir, restart)
+    locked = os.path.isdir(workdir)
+    if locked:  # before anything is read: a run another process trains is refused at once
+        lock_workdir(workdir, stack)
+    check_resume(config, workdir)
     pool = EnvPool(config.env, config.num_seeds * config.num_envs)
     stack.callback(pool.close)
     eval_envs = []
@@ -290,10 +314,11 @@ def _open_run(
     states, loop_keys = init_agents(config, obs_dim, action_dim)
     empty = replay_init(config.buffer_size, obs_dim, action_dim, num_seeds=config.num_seeds)
     os.makedirs(workdir, exist_ok=True)
-    lock_workdir(workdir, stack)
+    if not locked:
+        lock_workdir(workdir, stack)
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     stack.callback(checkpointer.close)  # an open manager would print asyncio tracebacks at exit
-    states, buffers, meta = _restore(config, checkpointer, states, empty)
+    states, buffers, meta = _restore(config, checkpointer, states, empty, restart)
     states, buffers, loop_keys = jax.device_put((states, buffers, loop_keys), seed_sharding(config.num_seeds))
     if (restart or start_over) and not meta and os.path.exists(os.path.join(workdir, "metrics.jsonl")):
         aside = os.path.join(workdir, f"metrics.jsonl.before-restart-{time.strftime('%Y%m%d-%H%M%S')}")

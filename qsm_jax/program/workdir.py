@@ -70,6 +70,46 @@ def check_workdir(config: RunConfig, workdir: str, restart: bool) -> bool:
     return start_over
 
 
+def check_resume(config: RunConfig, workdir: str) -> None:
+    """What a run's files decide about resuming it, read before envs open and anything compiles: its
+    metrics.jsonl, and the meta of its checkpoints (the newest readable one's config, every one's env
+    step). Restoring checks the same again on the checkpoint it takes.
+
+    Raises:
+      ValueError: a metrics line that is not a row; a checkpoint of another experiment; ``--max_steps``
+        below every checkpoint (one line).
+    """
+    from qsm_jax.program.checkpoint import RunCheckpointer
+    from qsm_jax.program.metrics import read_rows
+
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics):
+        read_rows(metrics, warn=False)
+    folder = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(folder) or not any(n.isdigit() for n in os.listdir(folder)):
+        return
+    checkpointer = RunCheckpointer(folder)
+    try:
+        metas = checkpointer.readable_metas()
+    finally:
+        checkpointer.close()
+    if not metas:
+        return  # every checkpoint damaged: restoring sets them aside and says what to do
+    step, meta = metas[0]
+    check_same_experiment(meta["config"], config.to_dict(), f"checkpoint {step}")
+    first = min(m["env_step"] for _, m in metas)
+    if first > config.max_steps:
+        raise ValueError(past_max_steps(first, config.max_steps))
+
+
+def past_max_steps(env_step: int, max_steps: int) -> str:
+    """The message for a checkpoint at ``env_step`` past ``--max_steps``."""
+    return (
+        f"the run's checkpoint is at env step {env_step}, past --max_steps={max_steps}; pass "
+        f"--max_steps >= {env_step} to resume or extend it, or another --workdir"
+    )
+
+
 def lock_workdir(workdir: str, stack: contextlib.ExitStack) -> None:
     """Holds an exclusive lock (``flock``) on the ``workdir`` folder itself while the run trains
     (released by ``stack``, or by the OS if the process dies; no file is written): a second process
