@@ -78,8 +78,12 @@ def main(argv):
         sys.exit(130)
     except OSError as e:  # a read-only or full disk, or a folder that vanished
         where = f" ({e.filename})" if e.filename else ""
+        resume = "the last checkpoint (if any) is the resume point"
+        if hasattr(e, "resume_step"):  # it failed while training
+            step = e.resume_step
+            resume = f"it resumes from env step {step}" if step else "it starts over (no checkpoint yet)"
         print(
-            f"run.py: error: {e.strerror or e}{where}; once fixed, the last checkpoint (if any) is the resume point",
+            f"run.py: error: {e.strerror or e}{where}; once fixed, re-run the same command: {resume}",
             file=sys.stderr,
             flush=True,
         )

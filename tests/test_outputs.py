@@ -132,3 +132,30 @@ def test_wandb_failing_mid_run_is_one_warning_and_the_run_goes_on(tmp_path, monk
     assert "(ConnectionError: wandb service went away)" in warnings[0] and "second line" not in warnings[0]
     assert run.logged == 3 and run.finished == [1]  # no row after the failure; the run closed once
     assert result["history"] == plain["history"]
+
+
+def test_a_tensorboard_write_failing_in_its_thread_is_raised_at_the_next_row_naming_the_folder(tmp_path, capfd):
+    """tensorboardX writes from its own thread: a failure there (a full disk) prints no thread
+    traceback; the next row raises one OSError naming the TensorBoard folder."""
+    import errno
+    import time
+
+    from qsm_jax.program.metrics import TensorBoardOutput
+
+    out = TensorBoardOutput(str(tmp_path))
+    thread = next(t for t in out.threads if hasattr(t, "_record_writer"))  # its event-writing thread
+
+    def full_disk(event):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    thread._record_writer.write_event = full_disk
+    out.row(1, "train", {"loss": 1.0})  # handed to the thread, which fails writing it
+    deadline = time.time() + 30
+    while thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        out.row(2, "train", {"loss": 1.0})
+    assert raised.value.filename == str(tmp_path / "tensorboard") and raised.value.errno == errno.ENOSPC
+    out.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception in thread" not in err, err

@@ -172,6 +172,49 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_freed(tmp_path):
         assert out.returncode == 0 and "resuming from env step 200" in out.stderr, out.stderr[-2000:]
 
 
+_FILL_BETWEEN_CHECKPOINTS = """
+import os, runpy, sys
+from qsm_jax.program import train
+from qsm_jax.program.metrics import Output
+
+DISK = sys.argv[1]
+
+class Fill(Output):  # at env step 250, between checkpoints 200 and 400, the disk fills up
+    def row(self, step, kind, values):
+        if step >= 250 and not os.path.exists(DISK + "/filler"):
+            free = os.statvfs(DISK).f_bavail * os.statvfs(DISK).f_frsize
+            with open(DISK + "/filler", "wb") as f:
+                try:
+                    f.write(bytes(free))
+                except OSError:
+                    pass
+
+opened = train._open_outputs
+train._open_outputs = lambda run, progress, extra: opened(run, progress, [*extra, Fill()])
+sys.argv = ["run.py", *sys.argv[2:]]
+runpy.run_path(sys.argv.pop(1), run_name="__main__")
+"""
+
+
+def test_a_disk_that_fills_between_checkpoints_is_one_line_naming_the_path_and_the_resume_point(tmp_path):
+    """Whichever output hits the full disk first (metrics rows, TensorBoard's writer thread, the curve
+    PNG): one line naming the path and the env step the run resumes from; no thread's traceback."""
+    script = tmp_path / "fill.py"
+    script.write_text(_FILL_BETWEEN_CHECKPOINTS)
+    with _tmpfs(tmp_path / "disk", "3m") as disk:
+        flags = _flags(disk / "run")
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
+        cmd = [sys.executable, str(script), str(disk), os.path.join(ROOT, "experiments", "run.py"), *flags]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr[-3000:]
+        line = out.stderr.strip()
+        assert line.startswith("run.py: error: No space left on device (" + str(disk / "run")), line
+        assert line.endswith("); once fixed, re-run the same command: it resumes from env step 200"), line
+        os.remove(disk / "filler")
+        out = _run_py(*flags)
+        assert out.returncode == 0 and "resuming from env step 200" in out.stderr, out.stderr[-2000:]
+
+
 def test_a_read_only_workdir_is_one_line(tmp_path):
     with _tmpfs(tmp_path / "disk", "1m") as disk:
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)

@@ -13,9 +13,11 @@ The training loop talks to one ``Outputs`` object, which hands every event to ea
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +47,8 @@ class Output:
 
 
 class Outputs(Output):
-    """Hands every event to each of ``outputs``, in order; ``close`` closes them all."""
+    """Hands every event to each of ``outputs``, in order; ``close`` closes them all. A write that
+    fails (a full disk) is an OSError naming the output's file or folder (its ``path``)."""
 
     def __init__(self, outputs: Sequence[Output]):
         self.outputs = list(outputs)
@@ -53,11 +56,13 @@ class Outputs(Output):
     def row(self, step, kind, values):
         values = {k: v if isinstance(v, int) else float(v) for k, v in values.items()}
         for out in self.outputs:
-            out.row(int(step), kind, values)
+            with _naming_path(out):
+                out.row(int(step), kind, values)
 
     def evaluated(self, step, history, frames):
         for out in self.outputs:
-            out.evaluated(step, history, frames)
+            with _naming_path(out):
+                out.evaluated(step, history, frames)
 
     def advanced(self, env_steps):
         for out in self.outputs:
@@ -66,6 +71,17 @@ class Outputs(Output):
     def close(self):
         for out in self.outputs:
             out.close()
+
+
+@contextlib.contextmanager
+def _naming_path(output: Output):
+    """Gives an OSError that names no file (matplotlib's, PIL's) the path ``output`` writes to."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename or not getattr(output, "path", None):
+            raise
+        raise OSError(e.errno, e.strerror or str(e), output.path) from None
 
 
 class JsonlOutput(Output):
@@ -95,25 +111,62 @@ class JsonlOutput(Output):
 
 class TensorBoardOutput(Output):
     """Scalars ``<kind>/<name>`` and 4 frames of each evaluation video under ``workdir/tensorboard``;
-    on resume, events after ``resume_step`` are purged."""
+    on resume, events after ``resume_step`` are purged.
+
+    tensorboardX writes from a thread of its own; a write that fails there (a full disk) is not
+    printed as that thread's traceback but raised at the next row as an OSError naming the folder."""
 
     def __init__(self, workdir: str, resume_step: int = 0):
         from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+        self.path = os.path.join(workdir, "tensorboard")
+        before = set(threading.enumerate())
+        self.tb = SummaryWriter(self.path, purge_step=resume_step + 1)
+        self.threads = set(threading.enumerate()) - before  # its writer thread
+        _watch_threads(self.threads)
+
+    def _check(self) -> None:
+        error = next((_THREAD_ERRORS[t] for t in self.threads if t in _THREAD_ERRORS), None)
+        if error is not None:
+            code = getattr(error, "errno", None) or errno.EIO
+            raise OSError(code, getattr(error, "strerror", None) or str(error), self.path)
 
     def row(self, step, kind, values):
         for name, value in values.items():
+            self._check()  # before each event: a dead writer thread leaves its queue full
             self.tb.add_scalar(f"{kind}/{name}", value, step)
 
     def evaluated(self, step, history, frames):
         if frames:
+            self._check()
             picks = np.linspace(0, len(frames) - 1, 4).astype(int)
             self.tb.add_images("eval/video_frames", np.stack([frames[i] for i in picks]), step, dataformats="NHWC")
 
     def close(self):
         with contextlib.suppress(OSError):  # a full disk: the run's own error says so
+            self._check()
             self.tb.close()
+
+
+# Exceptions of the threads of optional writers (``_watch_threads``), kept instead of printed.
+_THREAD_ERRORS: dict[threading.Thread, BaseException] = {}
+_WATCHED: set[threading.Thread] = set()
+
+
+def _watch_threads(threads: set[threading.Thread]) -> None:
+    """Routes the exceptions of ``threads`` into ``_THREAD_ERRORS`` instead of the terminal; other
+    threads' exceptions go to the hook that was there before."""
+    if not _WATCHED:
+        previous = threading.excepthook
+
+        def hook(args):
+            if args.thread in _WATCHED:
+                _THREAD_ERRORS[args.thread] = args.exc_value
+                return
+            previous(args)
+
+        threading.excepthook = hook
+    _WATCHED.update(threads)
 
 
 class CurveOutput(Output):
@@ -131,6 +184,7 @@ class VideoOutput(Output):
 
     def __init__(self, workdir: str, fps: int = 30):
         self.folder, self.fps = os.path.join(workdir, "videos"), fps
+        self.path = self.folder
 
     def evaluated(self, step, history, frames):
         if not frames:

@@ -509,27 +509,48 @@ def train_and_evaluate(
     Raises:
       ValueError: a bad setting or workdir, or divergence (one line; the last checkpoint is intact).
       Interrupted: SIGINT or SIGTERM (it says whether a checkpoint was saved).
+      OSError: a write failed while training (a full disk), naming the path; its ``resume_step`` is
+        the newest checkpoint's env step (None: none yet), where the same command resumes.
     """
     c = config
     with contextlib.ExitStack() as stack:
         run = _open_run(c, workdir, stack, progress, extra_outputs, restart)
         interrupted: list = []
         stack.callback(_restore_signal_handlers, _install_signal_handlers(interrupted))
-        last_log_time, last_log_step = time.time(), run.env_step
-        while run.env_step < c.max_steps:
-            metrics = _step(run)
-            if run.env_step % c.log_interval == 0 and metrics:
-                now = time.time()
-                _log_training(run, metrics, (run.env_step - last_log_step) / max(now - last_log_time, 1e-9))
-                last_log_time, last_log_step = now, run.env_step
-            if run.env_step % c.eval_interval == 0 or run.env_step == c.max_steps:
-                _evaluate(run)
-            due = _checkpoint_due(run)
-            if due or (interrupted and run.saves_env_state):
-                _checkpoint(run)
-            run.outputs.advanced(c.num_envs)
-            if interrupted:
-                raise Interrupted(run.env_step, run.checkpointer.latest_step(), run.saves_env_state or due)
-        if not run.history or run.history[-1]["step"] != run.env_step:
+        with _resume_point_on_disk_errors(run):
+            return _loop(run, interrupted)
+
+
+@contextlib.contextmanager
+def _resume_point_on_disk_errors(run: Run):
+    """An OSError while training (a full disk) carries ``resume_step``: the step of the newest
+    checkpoint, where the same command resumes once the disk is fixed (None: no checkpoint yet)."""
+    try:
+        yield
+    except OSError as e:
+        e.resume_step = run.checkpointer.latest_step()
+        raise
+
+
+def _loop(run: Run, interrupted: list) -> dict[str, Any]:
+    """Steps, logs, evaluates and checkpoints ``run`` to ``max_steps``; returns ``_result``.
+    ``interrupted`` is the signal handlers' flag (see ``_install_signal_handlers``)."""
+    c = run.config
+    last_log_time, last_log_step = time.time(), run.env_step
+    while run.env_step < c.max_steps:
+        metrics = _step(run)
+        if run.env_step % c.log_interval == 0 and metrics:
+            now = time.time()
+            _log_training(run, metrics, (run.env_step - last_log_step) / max(now - last_log_time, 1e-9))
+            last_log_time, last_log_step = now, run.env_step
+        if run.env_step % c.eval_interval == 0 or run.env_step == c.max_steps:
             _evaluate(run)
-        return _result(run)
+        due = _checkpoint_due(run)
+        if due or (interrupted and run.saves_env_state):
+            _checkpoint(run)
+        run.outputs.advanced(c.num_envs)
+        if interrupted:
+            raise Interrupted(run.env_step, run.checkpointer.latest_step(), run.saves_env_state or due)
+    if not run.history or run.history[-1]["step"] != run.env_step:
+        _evaluate(run)
+    return _result(run)
