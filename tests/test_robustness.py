@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,52 @@ def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capf
         [sys.executable, script, f"--workdir={tmp_path / 'none'}"], capture_output=True, text=True, env=env
     )
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "holds no run" in bad.stderr
+
+
+def test_an_empty_newest_checkpoint_is_one_warning_and_the_resume_line_on_the_terminal(tmp_path):
+    """An empty step folder (a copy cut short): the program's warning and resume lines only, not
+    Orbax's own "Metadata file does not exist" warning."""
+    agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
+    workdir = tmp_path / "w"
+    train_and_evaluate(_tiny(max_steps=400, agent=agent), str(workdir), progress=False)
+    for entry in (workdir / "checkpoints" / "400").iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    flags = ["--env=Pendulum-v1", "--seed=3", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
+    flags += ["--eval_interval=200", "--eval_episodes=2", "--checkpoint_interval=200", "--log_interval=50"]
+    out = _run_py(*flags, *TINY_FLAGS, "--max_steps=600", f"--workdir={workdir}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2, out.stderr
+    assert lines[0].startswith("warning: checkpoint ") and "checkpoints/400 is damaged or incomplete" in lines[0]
+    assert lines[1].startswith("resuming from env step 200")
+
+
+def test_orbax_reader_coroutines_collected_after_a_failed_read_print_nothing():
+    """Once a read failed, Orbax's unfinished reader coroutines that the garbage collector finds later
+    are dropped by the unraisable hook; any other unraisable exception still goes to the hook before."""
+    import types
+
+    from orbax.checkpoint._src.serialization import serialization
+
+    from qsm_jax.program import checkpoint
+
+    saved, seen = sys.unraisablehook, []
+    try:
+        sys.unraisablehook = lambda unraisable: seen.append(unraisable.object)  # stands for the default printer
+        checkpoint._mute_late_reader_errors()
+        none = dict.fromkeys(("global_shape", "new_shard_shape", "dtype", "byte_limiter", "strict", "dll"))
+        coroutine = serialization._read_array_index_and_device_put(None, None, None, **none, memory_kind=None)
+        other = object()
+        for obj in (coroutine, other):
+            sys.unraisablehook(
+                types.SimpleNamespace(
+                    exc_type=ValueError, exc_value=ValueError("x"), exc_traceback=None, err_msg=None, object=obj
+                )
+            )
+        assert seen == [other]
+        coroutine.close()
+    finally:
+        sys.unraisablehook = saved
 
 
 def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):

@@ -40,10 +40,11 @@ class RunCheckpointer:
 
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False),
-        )
+        with _quiet():  # an empty step folder makes Orbax log a warning line of its own; restoring says more
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False),
+            )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -205,9 +206,23 @@ def _fields_present(state: Any) -> dict:
 
 def _mute_late_reader_errors() -> None:
     """After a failed read, Orbax's asyncio reader tasks may log "Task exception was never retrieved"
-    with a traceback when they are collected, at any later moment (even at exit, after ``_quiet``);
-    our one line already said what happened, so the asyncio logger is muted from then on."""
+    with a traceback when they are collected, and its reader coroutines may be collected unfinished
+    ("Exception ignored in: <coroutine ...>" through ``sys.unraisablehook``), at any later moment
+    (even at exit, after ``_quiet``); our one line already said what happened, so from then on the
+    asyncio logger is muted and Orbax's unraisable coroutines are dropped (others still print)."""
     std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    if getattr(sys.unraisablehook, "_drops_orbax", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        previous(unraisable)
+
+    hook._drops_orbax = True
+    sys.unraisablehook = hook
 
 
 VERBOSE = False  # True (run.py --verbose): Orbax's own log lines and tracebacks reach the terminal
