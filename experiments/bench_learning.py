@@ -62,7 +62,7 @@ flags.DEFINE_list(
 flags.DEFINE_string(
     "import_units",
     "",
-    "Add the unit files of this folder or tar archive (e.g. from experiments/device_units.sh) to --units_dir.",
+    "Add the unit files of this folder or tar archive (e.g. from experiments/device/units.sh) to --units_dir.",
 )
 flags.DEFINE_enum(
     "launcher",

@@ -768,3 +768,27 @@ def test_an_algorithms_interval_does_not_depend_on_the_others_in_the_suite(monke
     for others in ({"QSM": qsm}, {"QSM": qsm, "TD3": td3}, {"A": td3, "B": qsm}):
         beside = report._interval_estimates({**others, "SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
         np.testing.assert_array_equal(beside, alone)
+
+
+def test_the_configuration_table_puts_each_configurations_cost_beside_its_units(tmp_path):
+    """Cost per configuration from the unit files: the fastest unit's env steps/s per CPU model, and
+    the time per env step against SAC's, the median over the tasks both ran on one CPU model (else
+    the fastest units' ratio, said so)."""
+    made = [
+        ("qsm", None, "Walker2d-v4", 25.0),
+        ("qsm", None, "Hopper-v4", 20.0),
+        ("sac", None, "Walker2d-v4", 100.0),
+        ("sac", None, "Hopper-v4", 100.0),
+        ("sac", benchmark.WIDTH_512, "Ant-v4", 30.0),
+    ]
+    for algo, agent, env, rate in made:
+        unit = benchmark.make_unit(algo, env, 0, 20_000, agent=agent)
+        record = benchmark.unit_record(unit, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
+        benchmark.write_unit(record, unit.path(str(tmp_path)))
+    cpu = report._cpu_name(benchmark.cpu_model())
+    table = report.configuration_table(str(tmp_path)).splitlines()[2:]
+    rows = {re.search(r"\| `([\w-]+)`: \d+ \|", line)[1]: line for line in table}
+    assert rows["QSM"].endswith(f"| `QSM`: 2 | 25.0 | {np.median([100 / 25, 100 / 20]):.1f}x (2 tasks) |")
+    assert rows["SAC-512"].endswith(f"| `SAC-512`: 1 | 30.0 | 3.3x ({cpu}, fastest units, other tasks) |")
+    assert rows["SAC"].endswith("| `SAC`: 2 | 100.0 | - |") and rows["DQL"].endswith("| `DQL`: 0 | - | - |")
+    assert f"env steps/s per core, {cpu}" in report.configuration_table(str(tmp_path))

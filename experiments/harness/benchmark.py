@@ -584,7 +584,7 @@ def load_units(units_dir: str = UNITS_DIR) -> list[dict]:
 
 def import_units(source: str, units_dir: str = UNITS_DIR) -> tuple[list[str], list[str]]:
     """Copies the unit files of ``source`` (a folder, or a tar archive such as the one a lent
-    accelerator machine returns: ``experiments/device_units.sh``) into ``units_dir``.
+    accelerator machine returns: ``experiments/device/units.sh``) into ``units_dir``.
 
     A file is taken only if its key re-derives from its stored config (the same code computed it)
     and no file of that key exists yet: a unit is never written twice.

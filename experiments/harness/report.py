@@ -499,7 +499,97 @@ def write_report(
         for name, section in zip(suites, body, strict=True):
             _update_readme_block(doc, name, section, rel)
     write_answer(units_dir, docs, suites)
+    table = configuration_table(units_dir)
+    for doc in docs:
+        _replace_block(doc, *CONFIG_MARKERS, table)
     return path
+
+
+# The README's configuration table: (what a user wants, how to run it, the label of its units). Figures
+# (units done, cost) are generated from the unit files by ``configuration_table``.
+CONFIGURATIONS = (
+    (
+        "QSM as published (the paper's reference settings, for comparisons)",
+        "`--flagfile=configs/qsm_paper.flags` (the defaults)",
+        "QSM",
+    ),
+    (
+        "QSM as published at SAC's network width (256x256 instead of 512x512)",
+        "`--flagfile=configs/qsm_256.flags`",
+        "QSM-256",
+    ),
+    (
+        "a QSM whose actions stay off the walls (the mirror target, best of 8 samples)",
+        "`--flagfile=configs/qsm_mirror.flags`",
+        "QSM-mirror",
+    ),
+    (
+        "exploration that sets itself: max-ent QSM, automatic temperature (collapses: docs/algorithm.md)",
+        "`--flagfile=configs/qsm_maxent.flags`",
+        "QSM-maxent",
+    ),
+    (
+        "the same, the entropy read from chain samples (sees the walls)",
+        "`--flagfile=configs/qsm_maxent_samples.flags`",
+        "QSM-maxent-samples",
+    ),
+    ("SAC, the reference of every comparison (256x256)", "`--algo=sac`", "SAC"),
+    ("SAC at QSM's network width (512x512)", "`--flagfile=configs/sac_512.flags`", "SAC-512"),
+    ("TD3", "`--algo=td3`", "TD3"),
+    ("Diffusion-QL (back-propagates through the chain)", "`--algo=dql`", "DQL"),
+)
+CONFIG_MARKERS = (
+    "<!-- configurations: begin (written by bench_learning.py --report) -->",
+    "<!-- configurations: end -->",
+)
+
+
+def _cpu_name(cpu: str) -> str:
+    return cpu.replace("(R)", "").replace(" Processor", "").strip()
+
+
+def configuration_table(units_dir: str) -> str:
+    """The README's table of named configurations (``CONFIGURATIONS``) with, from the unit files, how
+    many units each has and its cost: the fastest unit's env steps/s on one core of each CPU model
+    (units alone on a core; machines of one kind differ up to 2x, so costs compare within a model),
+    and its time per env step against SAC's: the median over the (CPU model, task) pairs where both
+    ran of SAC's fastest rate over its own (without such a pair: the fastest units' ratio on one CPU
+    model, said so)."""
+    rates, done = defaultdict(lambda: defaultdict(list)), defaultdict(int)
+    for record in benchmark.load_units(units_dir):
+        name = benchmark.label(benchmark.unit_of(record).config)
+        done[name] += 1
+        if record.get("env_steps_per_s"):
+            rates[name][(_cpu_name(record["machine"]["cpu"]), record["env"])].append(record["env_steps_per_s"])
+    cpus = sorted({cpu for by_pair in rates.values() for cpu, _ in by_pair})
+    head = " | ".join(f"env steps/s per core, {cpu}" for cpu in cpus)
+    lines = [
+        f"| you want | use | units done | {head} | time per env step vs SAC (256x256) |",
+        "|---|---|---|" + "---|" * len(cpus) + "---|",
+    ]
+    for want, use, name in CONFIGURATIONS:
+        fastest = {
+            cpu: max(r for (c, _), rs in rates[name].items() if c == cpu for r in rs)
+            for cpu in cpus
+            if any(c == cpu for c, _ in rates[name])
+        }
+        pairs = [pair for pair in rates[name] if pair in rates[REFERENCE]]
+        versus = "-"
+        reference = {
+            cpu: max(r for (c, _), rs in rates[REFERENCE].items() if c == cpu for r in rs)
+            for cpu in cpus
+            if any(c == cpu for c, _ in rates[REFERENCE])
+        }
+        shared = [cpu for cpu in fastest if cpu in reference]
+        if pairs and name != REFERENCE:
+            ratio = np.median([max(rates[REFERENCE][pair]) / max(rates[name][pair]) for pair in pairs])
+            versus = f"{ratio:.1f}x ({len(pairs)} task{'s' * (len(pairs) > 1)})"
+        elif shared and name != REFERENCE:  # no task in common yet: the fastest units of each on one CPU
+            cpu = shared[0]
+            versus = f"{reference[cpu] / fastest[cpu]:.1f}x ({cpu}, fastest units, other tasks)"
+        cells = " | ".join(f"{fastest[cpu]:.1f}" if cpu in fastest else "-" for cpu in cpus)
+        lines.append(f"| {want} | {use} | `{name}`: {done[name]} | {cells} | {versus} |")
+    return "\n".join(lines)
 
 
 def begin_marker(suite: str) -> str:
