@@ -6,7 +6,7 @@ Levels are indexed k in {0, ..., T-1}, k = 0 the least noisy (docs/algorithm.md,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +128,38 @@ def ddpm_sample(
     # Unrolled (T is small and static): XLA fuses across steps and drops the loop overhead.
     x, _ = jax.lax.scan(step, x, (levels, noise), unroll=True)
     return x if clip else jnp.clip(x, -1.0, 1.0)
+
+
+def sample_chain(
+    actor: Any,
+    config: Any,
+    observations: jax.Array,
+    key: jax.Array,
+    action_dim: int,
+    temperature: float | None = None,
+) -> jax.Array:
+    """The reverse chain of a diffusion policy (QSM's, Diffusion-QL's): ``ddpm_sample`` with the
+    denoiser ``actor`` and the schedule and sampler settings of ``config``.
+
+    Args:
+      actor: the denoiser's ``TrainState`` (``apply_fn``, ``params``): ``apply({'params': p}, obs (B, S),
+        x (B, A), level (1, 1)) -> (B, A)``.
+      config: a ``DiffusionPolicyConfig`` (``beta_schedule``, ``diffusion_steps``, ``temperature``,
+        ``clip_sampler``).
+      observations: (B, S).
+      key: PRNG key.
+      action_dim: A.
+      temperature: overrides ``config.temperature`` (0 = the noise-free chain).
+
+    Returns:
+      Actions in [-1, 1], (B, A).
+    """
+    return ddpm_sample(
+        lambda o, x, k: actor.apply_fn({"params": actor.params}, o, x, k),
+        observations,
+        key,
+        make_schedule(config.beta_schedule, config.diffusion_steps),
+        action_dim=action_dim,
+        temperature=config.temperature if temperature is None else temperature,
+        clip=config.clip_sampler,
+    )

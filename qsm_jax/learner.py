@@ -112,24 +112,6 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
     )
 
 
-def _chain(
-    state: QSMState, actor_params: Any, observations: jax.Array, key: jax.Array, temperature: float | None = None
-) -> jax.Array:
-    """The reverse diffusion chain of ``state``'s policy: (B, S) -> actions (B, A) in [-1, 1].
-
-    ``temperature`` overrides ``config.temperature`` (0 = the noise-free chain)."""
-    cfg = state.config
-    return diffusion.ddpm_sample(
-        lambda o, x, k: state.actor.apply_fn({"params": actor_params}, o, x, k),
-        observations,
-        key,
-        diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps),
-        action_dim=state.action_dim,
-        temperature=cfg.temperature if temperature is None else temperature,
-        clip=cfg.clip_sampler,
-    )
-
-
 def entropy_temperature(state: QSMState) -> jax.Array | float:
     """The max-ent temperature: learned with ``auto_temperature``, else ``config.entropy_temperature``."""
     if state.temperature is None:
@@ -137,10 +119,10 @@ def entropy_temperature(state: QSMState) -> jax.Array | float:
     return state.temperature.apply_fn({"params": state.temperature.params})
 
 
-def exploration_std(state: QSMState) -> jax.Array | float:
+def exploration_std(state: Any) -> jax.Array | float:
     """Std of the Gaussian on training actions: ``exploration_noise``, times the learned scale
-    with ``exploration="adaptive"``."""
-    if state.noise_scale is None:
+    with ``exploration="adaptive"`` (QSM only: other diffusion-policy states have no ``noise_scale``)."""
+    if getattr(state, "noise_scale", None) is None:
         return state.config.exploration_noise
     return state.config.exploration_noise * state.noise_scale.apply_fn({"params": state.noise_scale.params})
 
@@ -164,7 +146,7 @@ def critic_update(
       (critic TrainState, target critic params, aux metrics of ``losses.critic_loss``).
     """
     cfg = state.config
-    next_actions = _chain(state, state.actor.params, batch.next_observations, chain_key)
+    next_actions = diffusion.sample_chain(state.actor, cfg, batch.next_observations, chain_key, state.action_dim)
     bonus, bonus_aux = 0.0, {}
     if log_prob_fn is not None:
         log_prob = jax.lax.stop_gradient(log_prob_fn(next_actions))
@@ -281,7 +263,8 @@ def _log_prob_fn(state: QSMState, next_observations: jax.Array, chain_key: jax.A
     if cfg.entropy_estimate == "samples":
         n, batch = cfg.entropy_draws, next_observations.shape[0]
         tiled = jnp.tile(next_observations, (n, 1))  # (N * B, S), sample i of obs b at row i * B + b
-        samples = _chain(state, state.actor.params, tiled, entropy_key).reshape(n, batch, state.action_dim)
+        samples = diffusion.sample_chain(state.actor, cfg, tiled, entropy_key, state.action_dim)
+        samples = samples.reshape(n, batch, state.action_dim)
         log_prob = -losses.sample_entropy(samples, max_entropy=max_entropy)
         return lambda next_actions: log_prob
     eps_fn = functools.partial(state.actor.apply_fn, {"params": state.actor.params})
@@ -315,7 +298,7 @@ def _entropy_steps(state: QSMState, chain_entropy: jax.Array) -> tuple[QSMState,
     return state, aux
 
 
-def policy_sample(state: QSMState, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
+def policy_sample(state: Any, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
     """Traceable policy sampling for use inside other jitted code (see ``sample_actions``).
 
     With ``config.num_action_samples = N > 1``, N chain samples are drawn per observation and the
@@ -324,7 +307,9 @@ def policy_sample(state: QSMState, observations: jax.Array, key: jax.Array, expl
     no injected noise ("noise_free") or best of ``eval_candidates`` ("best_of_n").
 
     Args:
-      state: agent.
+      state: a diffusion-policy agent: a ``QSMState``, or any state with ``actor``, ``critic``,
+        ``action_dim`` and a ``DiffusionPolicyConfig`` (Diffusion-QL's; without ``eval_sampling``
+        it evaluates with the plain chain).
       observations: (B, S).
       key: PRNG key.
       explore: add the exploration noise (``exploration_std``: ``config.exploration_noise``, or
@@ -336,16 +321,17 @@ def policy_sample(state: QSMState, observations: jax.Array, key: jax.Array, expl
     cfg = state.config
     chain_key, noise_key = jax.random.split(key)
     n, temperature = cfg.num_action_samples, None
-    if not explore and cfg.eval_sampling == "noise_free":
+    eval_sampling = getattr(cfg, "eval_sampling", "chain")
+    if not explore and eval_sampling == "noise_free":
         temperature = 0.0
-    elif not explore and cfg.eval_sampling == "best_of_n":
+    elif not explore and eval_sampling == "best_of_n":
         n = cfg.eval_candidates
     if n == 1:
-        actions = _chain(state, state.actor.params, observations, chain_key, temperature)
+        actions = diffusion.sample_chain(state.actor, cfg, observations, chain_key, state.action_dim, temperature)
     else:
         batch = observations.shape[0]
         tiled = jnp.tile(observations, (n, 1))  # (N * B, S), candidate i of obs b at row i * B + b
-        candidates = _chain(state, state.actor.params, tiled, chain_key, temperature)  # (N * B, A)
+        candidates = diffusion.sample_chain(state.actor, cfg, tiled, chain_key, state.action_dim, temperature)
         q = state.critic.apply_fn({"params": state.critic.params}, tiled, candidates).mean(axis=0)
         best = jnp.argmax(q.reshape(n, batch), axis=0)  # (B,)
         actions = candidates.reshape(n, batch, -1)[best, jnp.arange(batch)]

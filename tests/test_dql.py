@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qsm_jax import diffusion
+from qsm_jax import diffusion, learner
 from qsm_jax.baselines import dql
 from qsm_jax.types import Batch
 
@@ -115,3 +115,18 @@ def test_dql_finds_the_optimum_of_a_one_step_bandit():
     print("median distance", np.median(dist), "mean", samples.mean(0))
     assert np.median(dist) < 0.2 and np.linalg.norm(samples.mean(0) - a_star) < 0.15
     assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_dql_acts_with_the_public_chain_sampler_as_qsm_does_on_the_same_networks():
+    """Diffusion-QL's acting is ``learner.policy_sample`` on its own state (no stand-in QSM state):
+    the same actions, bit for bit, as QSM acting with the same networks and sampler settings."""
+    config = dql.DQLConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), num_action_samples=4)
+    state = dql.create_train_state(jax.random.key(0), 3, 2, config)
+    qsm_state = learner.create_train_state(jax.random.key(0), 3, 2, config.policy_config())
+    obs = jax.random.normal(jax.random.key(1), (5, 3))
+    for explore in (False, True):
+        got = dql.policy_sample(state, obs, jax.random.key(2), explore)
+        expected = learner.policy_sample(qsm_state, obs, jax.random.key(2), explore)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    chain = diffusion.sample_chain(state.actor, config, obs, jax.random.key(3), 2)
+    assert chain.shape == (5, 2) and bool(jnp.all(jnp.abs(chain) <= 1.0))

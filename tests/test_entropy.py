@@ -264,7 +264,8 @@ def test_evaluation_protocols(tiny_config):
     noise_free = state.replace(config=dataclasses.replace(tiny_config, eval_sampling="noise_free"))
     chain_key, _ = jax.random.split(key)
     np.testing.assert_array_equal(
-        learner.policy_sample(noise_free, obs, key), learner._chain(state, state.actor.params, obs, chain_key, 0.0)
+        learner.policy_sample(noise_free, obs, key),
+        diffusion.sample_chain(state.actor, state.config, obs, chain_key, state.action_dim, 0.0),
     )
     best = state.replace(config=dataclasses.replace(tiny_config, eval_sampling="best_of_n", eval_candidates=4))
     four = state.replace(config=dataclasses.replace(tiny_config, num_action_samples=4))

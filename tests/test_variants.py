@@ -134,7 +134,9 @@ def test_best_of_n_keeps_the_highest_q_sample(tiny_config):
     # The N candidates by hand: the plain chain on the tiled observations with the same key.
     chain_key, _ = jax.random.split(key)
     single = state.replace(config=dataclasses.replace(config, num_action_samples=1))
-    candidates = np.asarray(learner._chain(single, state.actor.params, jnp.tile(obs, (n, 1)), chain_key))
+    candidates = np.asarray(
+        diffusion.sample_chain(single.actor, single.config, jnp.tile(obs, (n, 1)), chain_key, single.action_dim)
+    )
     candidates = candidates.reshape(n, batch, 2)
     q = -((candidates - A_STAR) ** 2).sum(-1)  # (N, B)
     want = candidates[q.argmax(0), np.arange(batch)]
@@ -150,7 +152,9 @@ def test_one_sample_is_the_plain_chain_bit_for_bit(tiny_config):
     obs = jnp.asarray(_batch(0, 7).observations)
     key = jax.random.key(4)
     chain_key, _ = jax.random.split(key)
-    plain = jax.jit(lambda s, o, k: learner._chain(s, s.actor.params, o, k))(state, obs, chain_key)
+    plain = jax.jit(lambda s, o, k: diffusion.sample_chain(s.actor, s.config, o, k, s.action_dim))(
+        state, obs, chain_key
+    )
     np.testing.assert_array_equal(qsm_jax.sample_actions(state, obs, key), plain)
 
 
@@ -195,7 +199,9 @@ def test_reference_defaults_compute_the_pre_variant_update(tiny_config):
     @jax.jit
     def old_step(state, batch):
         key, chain_key, target_noise_key, level_key, noise_key = jax.random.split(state.key, 5)
-        next_actions = learner._chain(state, state.actor.params, batch.next_observations, chain_key)
+        next_actions = diffusion.sample_chain(
+            state.actor, state.config, batch.next_observations, chain_key, state.action_dim
+        )
         next_actions = jnp.clip(
             next_actions + cfg.target_noise * jax.random.normal(target_noise_key, next_actions.shape), -1, 1
         )

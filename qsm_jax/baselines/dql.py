@@ -176,16 +176,6 @@ def train_step(state: DQLState, batch: Batch) -> tuple[DQLState, dict[str, jax.A
 
 
 def policy_sample(state: DQLState, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
-    """Acting is QSM's: the reverse chain (best-of-N if set), plus exploration noise if ``explore``."""
-    as_qsm = learner.QSMState(
-        actor=state.actor,
-        critic=state.critic,
-        target_critic_params=state.target_critic_params,
-        key=state.key,
-        step=state.step,
-        grad_sq=jnp.zeros((), jnp.float32),
-        config=state.config.policy_config(),
-        obs_dim=state.obs_dim,
-        action_dim=state.action_dim,
-    )
-    return learner.policy_sample(as_qsm, observations, key, explore)
+    """Acting is QSM's (``learner.policy_sample``): the reverse chain (best-of-N if set), plus
+    exploration noise if ``explore``."""
+    return learner.policy_sample(state, observations, key, explore)
