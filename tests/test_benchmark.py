@@ -119,16 +119,18 @@ def test_labels_name_the_settings_that_differ_from_the_defaults():
 
 def test_suites_and_run_order():
     core = benchmark.suite_units("core100k")
-    assert len(core) == 24 and len({u.key for u in core}) == 24
-    assert {(u.config.algo, u.config.env, u.config.seed, u.config.max_steps) for u in core} == {
+    assert len(core) == 30 and len({u.key for u in core}) == 30
+    reference = [u for u in core if benchmark.label(u.config) != "SAC-512"]
+    assert {(u.config.algo, u.config.env, u.config.seed, u.config.max_steps) for u in reference} == {
         (a, e, s, 100_000)
         for a in ("qsm", "sac", "td3", "dql")
         for e in ("Walker2d-v4", "Hopper-v4")
         for s in (0, 1, 2)
     }
-    # Reference settings: the algorithms' default configs, no per-task tuning.
-    for u in core:
+    # Reference settings: the algorithms' default configs, no per-task tuning (the width arm: SAC at 512x512).
+    for u in reference:
         assert u.config.agent == type(u.config.agent)()
+    assert len(core) - len(reference) == 6
     order = benchmark.run_order(core, "/nonexistent")
     algos = [u.config.algo for u in order]
     assert algos.index("qsm") > max(i for i, a in enumerate(algos) if a in ("sac", "td3"))  # cheap ones first
@@ -266,9 +268,9 @@ def test_bench_learning_list_and_errors(tmp_path):
         )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 23
+    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 29
     assert [line.split()[:2] for line in lines if line.startswith("running  ")] == [["running", busy]]
-    assert lines[-1].startswith("0/24 done")
+    assert lines[-1].startswith("0/30 done")
     minutes = {}  # a unit with a checkpoint halfway lists half the time left of its twin
     for line in lines:
         if est := re.search(r"est\. ([\d.]+) (min|h)", line):
