@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import matplotlib
 import numpy as np
@@ -385,9 +385,7 @@ def width_pairs(units: list, cells: dict, envs: list, algos: list) -> list[dict]
     sacs = {width[a]: a for a in algos if algo_of[a] == "sac"}
     if len(sacs) < 2:
         return []
-    total = defaultdict(int)
-    for u in units:
-        total[benchmark.label(u.config)] += 1
+    total = Counter(benchmark.label(u.config) for u in units)
     out = []
     for w, ref in sorted(sacs.items(), key=lambda item: int(item[0].split("x")[0])):
         qsms = [a for a in algos if width[a] == w and algo_of[a] == "qsm"]
@@ -548,6 +546,14 @@ def _cpu_name(cpu: str) -> str:
     return cpu.replace("(R)", "").replace(" Processor", "").strip()
 
 
+def _fastest_per_cpu(rates: dict[tuple[str, str], list[float]]) -> dict[str, float]:
+    """The fastest of ``rates`` ((CPU model, env) -> env steps/s) per CPU model."""
+    fastest: dict[str, float] = {}
+    for (cpu, _), values in rates.items():
+        fastest[cpu] = max(fastest.get(cpu, 0.0), *values)
+    return fastest
+
+
 def configuration_table(units_dir: str) -> str:
     """The README's table of named configurations (``CONFIGURATIONS``) with, from the unit files, how
     many units each has and its cost: the fastest unit's env steps/s on one core of each CPU model
@@ -567,19 +573,11 @@ def configuration_table(units_dir: str) -> str:
         f"| you want | use | units done | {head} | time per env step vs SAC (256x256) |",
         "|---|---|---|" + "---|" * len(cpus) + "---|",
     ]
+    reference = _fastest_per_cpu(rates[REFERENCE])
     for want, use, name in CONFIGURATIONS:
-        fastest = {
-            cpu: max(r for (c, _), rs in rates[name].items() if c == cpu for r in rs)
-            for cpu in cpus
-            if any(c == cpu for c, _ in rates[name])
-        }
+        fastest = _fastest_per_cpu(rates[name])
         pairs = [pair for pair in rates[name] if pair in rates[REFERENCE]]
         versus = "-"
-        reference = {
-            cpu: max(r for (c, _), rs in rates[REFERENCE].items() if c == cpu for r in rs)
-            for cpu in cpus
-            if any(c == cpu for c, _ in rates[REFERENCE])
-        }
         shared = [cpu for cpu in fastest if cpu in reference]
         if pairs and name != REFERENCE:
             ratio = np.median([max(rates[REFERENCE][pair]) / max(rates[name][pair]) for pair in pairs])
@@ -633,32 +631,39 @@ def answer_markers(suite: str) -> tuple[str, str]:
     return f"<!-- answer: begin {suite} -->", f"<!-- answer: end {suite} -->"
 
 
-VERDICTS = ("trails", "is below", "matches", "beats")  # weakest first
+# versus_sac's words, weakest first ("{}": the reference's name); a verdict's index is its rank.
+VERDICTS = ("trails {}", "is below {} (within the noise)", "matches {}", "beats {}")
 WIDTH_SETTINGS = {"actor_hidden_dims", "critic_hidden_dims"}  # a QSM label with only these is QSM as published
 
 
-def versus_sac(p: float, lo: float, hi: float, reference: str = REFERENCE) -> str:
-    """Words for P(X > SAC) = ``p`` with 95% CI [``lo``, ``hi``]: "trails SAC" or "beats SAC" when the
-    CI excludes 0.5; inside it, "matches SAC" only from p >= 0.5, else "is below SAC (within the
-    noise)": a variant that loses 3 runs in 4 does not "match". ``reference``: the name of SAC."""
+def verdict_rank(p: float, lo: float, hi: float) -> int:
+    """The index in ``VERDICTS`` of P(X > SAC) = ``p`` with 95% CI [``lo``, ``hi``]: "trails" or
+    "beats" when the CI excludes 0.5; inside it, "matches" only from p >= 0.5, else "is below
+    (within the noise)": a variant that loses 3 runs in 4 does not "match"."""
     if hi < 0.5:
-        return f"trails {reference}"
+        return 0
     if lo > 0.5:
-        return f"beats {reference}"
-    return f"matches {reference}" if p >= 0.5 else f"is below {reference} (within the noise)"
+        return 3
+    return 2 if p >= 0.5 else 1
 
 
-def _verdict(agg: dict, algo: str) -> tuple[str, str]:
-    """``versus_sac``'s words for ``algo`` in ``agg`` (against its reference), and the statistics."""
+def versus_sac(p: float, lo: float, hi: float, reference: str = REFERENCE) -> str:
+    """Words for P(X > ``reference``) = ``p`` with 95% CI [``lo``, ``hi``] (``verdict_rank``)."""
+    return VERDICTS[verdict_rank(p, lo, hi)].format(reference)
+
+
+def _verdict(agg: dict, algo: str) -> tuple[int, str, str]:
+    """``algo``'s verdict against ``agg``'s reference: its rank, ``versus_sac``'s words, the statistics."""
     ref = agg["reference"]
     p, (lo, hi) = float(agg["poi"][algo]), (float(v) for v in agg["poi_ci"][algo])
     stats = f"P({algo} > {ref}) = {p:.2f} [{lo:.2f}, {hi:.2f}], IQM of {ref}-normalised return {agg['iqm'][algo]:.2f}"
-    return versus_sac(p, lo, hi, ref), stats
+    rank = verdict_rank(p, lo, hi)
+    return rank, VERDICTS[rank].format(ref), stats
 
 
-def equal_width(pairs: list[dict], standing: str) -> str:
+def equal_width(pairs: list[dict], before: int) -> str:
     """The answer's sentence on QSM as published at equal width (``width_pairs``), and whether its
-    ``standing`` against SAC at SAC's width (``versus_sac``'s words) changes there."""
+    standing against SAC at SAC's width (``before``, a ``verdict_rank``) changes there."""
     if not pairs:
         return ""
     said, ranks, left = [], [], []
@@ -670,16 +675,16 @@ def equal_width(pairs: list[dict], standing: str) -> str:
         if agg is None or qsm not in agg["algos"]:
             left += [f"{b} {d} of {n}" for b, (d, n) in pair["done"].items() if b in (qsm, ref) and d < n]
             continue
-        words, stats = _verdict(agg, qsm)
+        rank, words, stats = _verdict(agg, qsm)
         said.append(f"QSM at {pair['width']} ({qsm}) {words} ({stats})")
-        ranks.append(next(i for i, v in enumerate(VERDICTS) if words.startswith(v)))
+        ranks.append(rank)
     pending = f"pending ({', '.join(left)} units have run)" if left else ""
     if not said:
         return f" At equal network width the comparison is {pending}."
-    before = next(i for i, v in enumerate(VERDICTS) if standing.startswith(v))
     if all(r == before for r in ranks):
         change = "QSM's standing against SAC does not change at equal width"
     elif max(ranks) < before and before >= 2 and max(ranks) < 2:
+        standing = VERDICTS[before].format(REFERENCE)
         change = f"QSM's standing against SAC ({standing}) is its width: at equal width it no longer matches SAC"
     elif max(ranks) < before:
         change = "at equal width QSM stands lower against SAC than at twice SAC's width"
@@ -730,7 +735,7 @@ def answer(suite: str, units_dir: str) -> str:
         if algo not in agg["algos"]:
             runs = sum(len(cells.get((e, algo), [])) for e in envs)
             return f"is pending ({runs} of {MIN_SEEDS_AGGREGATE * len(envs)} units have run)"
-        words, stats = _verdict(agg, algo)
+        _, words, stats = _verdict(agg, algo)
         return f"{words} ({stats})"
 
     def mean(env: str, algo: str) -> float:

@@ -517,19 +517,11 @@ def train_and_evaluate(
         run = _open_run(c, workdir, stack, progress, extra_outputs, restart)
         interrupted: list = []
         stack.callback(_restore_signal_handlers, _install_signal_handlers(interrupted))
-        with _resume_point_on_disk_errors(run):
+        try:
             return _loop(run, interrupted)
-
-
-@contextlib.contextmanager
-def _resume_point_on_disk_errors(run: Run):
-    """An OSError while training (a full disk) carries ``resume_step``: the step of the newest
-    checkpoint, where the same command resumes once the disk is fixed (None: no checkpoint yet)."""
-    try:
-        yield
-    except OSError as e:
-        e.resume_step = run.checkpointer.latest_step()
-        raise
+        except OSError as e:  # a full disk: where the same command resumes once it is fixed (None: nowhere)
+            e.resume_step = run.checkpointer.latest_step()
+            raise
 
 
 def _loop(run: Run, interrupted: list) -> dict[str, Any]:
