@@ -128,6 +128,36 @@ def test_orbax_reader_coroutines_collected_after_a_failed_read_print_nothing():
         sys.unraisablehook = saved
 
 
+def test_orbax_reader_coroutines_never_started_print_no_warning_after_a_failed_read():
+    """A reader coroutine that Orbax created but never ran, collected after a failed read, would print
+    "coroutine ... was never awaited" and "Enable tracemalloc ..." at exit: it is filtered; a coroutine
+    of anyone else still warns."""
+    import gc
+    import warnings
+
+    from orbax.checkpoint._src.serialization import serialization
+
+    from qsm_jax.program import checkpoint
+
+    async def fetch():  # someone else's coroutine
+        return None
+
+    saved = sys.unraisablehook
+    none = dict.fromkeys(("global_shape", "new_shard_shape", "dtype", "byte_limiter", "strict", "dll"))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checkpoint._mute_late_reader_errors()
+            serialization._read_array_index_and_device_put(None, None, None, **none, memory_kind=None)
+            gc.collect()
+            assert caught == []
+            fetch()
+            gc.collect()
+        assert [str(w.message) for w in caught] == [f"coroutine '{fetch.__qualname__}' was never awaited"]
+    finally:
+        sys.unraisablehook = saved
+
+
 def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):
     # A run that experiments/run.py can name with its flags (default time features).
     agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -204,13 +205,19 @@ def _fields_present(state: Any) -> dict:
     }
 
 
+# The RuntimeWarning of an Orbax deserialisation coroutine collected before it ever ran.
+_UNAWAITED_ORBAX_READER = r"coroutine '[^']*(_read_\w+|deserialize\w*)' was never awaited"
+
+
 def _mute_late_reader_errors() -> None:
     """After a failed read, Orbax's asyncio reader tasks may log "Task exception was never retrieved"
     with a traceback when they are collected, and its reader coroutines may be collected unfinished
-    ("Exception ignored in: <coroutine ...>" through ``sys.unraisablehook``), at any later moment
-    (even at exit, after ``_quiet``); our one line already said what happened, so from then on the
-    asyncio logger is muted and Orbax's unraisable coroutines are dropped (others still print)."""
+    ("Exception ignored in: <coroutine ...>" through ``sys.unraisablehook``) or never started (a
+    "coroutine ... was never awaited" RuntimeWarning), at any later moment (even at exit, after
+    ``_quiet``); our one line already said what happened, so from then on the asyncio logger is muted
+    and Orbax's reader coroutines are dropped (other coroutines still print)."""
     std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    warnings.filterwarnings("ignore", _UNAWAITED_ORBAX_READER, RuntimeWarning)
     if getattr(sys.unraisablehook, "_drops_orbax", False):
         return
     previous = sys.unraisablehook
