@@ -8,7 +8,7 @@ ARGS ?=
 
 SUITE ?= queue
 
-.PHONY: install test test-quick test-core run bench bench-list report lint clean
+.PHONY: install test test-slow test-all test-core run bench bench-list report lint clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,19 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)
 
-# Unit tests plus the learning tests that run in minutes on a 2-core CPU.
+# The README's test command: every check but those marked slow (docs/testing.md), in minutes on a
+# 2-core CPU; it keeps a learning test and a kill-and-resume test.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
-
-# The inner loop: every test but the learning ones (marked slow).
-test-quick: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow" tests
+
+# The slow checks: learning on bandits and Pendulum, the cluster launchers, full disks, signals and
+# videos end to end, the report's regeneration. CI runs them after `make test`.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow tests
+
+# Everything in one call (make test + make test-slow).
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
 
 # The core alone (jax, flax, optax, chex) in a fresh venv: import qsm_jax and run train_step.
 test-core:
@@ -46,7 +52,7 @@ bench-list: $(STAMP)
 	$(PY) experiments/bench_learning.py --suite=$(SUITE) --list
 
 report: $(STAMP)
-	$(PY) experiments/bench_learning.py --report --suite=core100k,variants100k,dmc100k,maxent100k,scale100k --readme=README.md,docs/variants.md
+	$(PY) experiments/bench_learning.py --report
 
 lint: $(STAMP)
 	$(PY) -m ruff check qsm_jax experiments tests

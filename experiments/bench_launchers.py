@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 from absl import app, flags
 
-from harness import benchmark, launchers
+from harness import benchmark, launchers, provenance
 from harness.files import write_results
 
 FLAGS = flags.FLAGS
@@ -152,13 +152,7 @@ def render(r: dict) -> str:
 
 def main(argv):
     del argv
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    report = {
-        "command": " ".join(["python", *sys.argv]),
-        "commit": commit.stdout.strip(),
-        "machine": f"{benchmark.machine()['cpu']}, {benchmark.machine()['cores']} cores",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
+    report = provenance.stamp()
     tmp = tempfile.mkdtemp()
     try:
         if FLAGS.smoke:

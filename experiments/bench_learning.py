@@ -35,7 +35,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from harness import benchmark  # noqa: E402
 from qsm_jax.program import cli  # noqa: E402
-from qsm_jax.program.train import Interrupted  # noqa: E402
+from qsm_jax.program.signals import Interrupted  # noqa: E402
 from qsm_jax.program.workdir import workdir_in_use  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -46,7 +46,12 @@ flags.DEFINE_string(
     "pin", "HEAD", "Run units from a worktree of this commit (default HEAD); '' = this checkout as it is."
 )
 flags.DEFINE_bool("list", False, "Print every unit of the suite as done or pending, with time estimates, and exit.")
-flags.DEFINE_bool("report", False, "Rebuild the report (tables, plots) from the unit files and exit.")
+flags.DEFINE_bool(
+    "report",
+    False,
+    "Rebuild the report (tables, plots) from the unit files and exit; without --suite and --readme: every "
+    "reported suite, and the generated blocks of README.md and docs/variants.md (what make report does).",
+)
 flags.DEFINE_integer("max_units", 0, "Run at most this many pending units (0 = all).")
 flags.DEFINE_float("time_budget", 0.0, "Minutes; after this no unit starts and running ones stop (they resume later).")
 flags.DEFINE_bool(
@@ -95,7 +100,7 @@ flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
 flags.DEFINE_list(
     "readme",
     [],
-    "With --report: also refresh each suite's marked block in these files (make report: README.md, docs/variants.md).",
+    "With --report: refresh the generated blocks of these files (default: report.REPORTED_DOCS).",
 )
 
 
@@ -152,7 +157,7 @@ def _unfinished_line(unit: benchmark.Unit, seconds_left: float) -> str:
     return f"{state}  {unit.key}  est. {_minutes(seconds_left)} on one core{at}"
 
 
-def _pinned_worktree(commit: str, runs_dir: str) -> str:
+def pinned_worktree(commit: str, runs_dir: str) -> str:
     """A worktree of ``commit`` in pinned/ beside ``runs_dir`` (made once, reused), for units to run from.
 
     Raises:
@@ -182,7 +187,7 @@ def _pinned_worktree(commit: str, runs_dir: str) -> str:
 
 def _run_pinned() -> None:
     """Re-executes this runner from the pinned worktree (same flags, unit files and runs here)."""
-    path = _pinned_worktree(FLAGS.pin, FLAGS.runs_dir)
+    path = pinned_worktree(FLAGS.pin, FLAGS.runs_dir)
     replaced = ("--pin", "--units_dir", "--runs_dir")
     argv, skip = [], False
     for arg in sys.argv[1:]:
@@ -415,7 +420,9 @@ def main(argv):
         if FLAGS.report:
             from harness import report
 
-            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, FLAGS.suite, FLAGS.readme)
+            suites = FLAGS.suite if FLAGS["suite"].present else list(report.REPORTED_SUITES)
+            docs = FLAGS.readme if FLAGS["readme"].present else list(report.REPORTED_DOCS)
+            path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, suites, docs)
             print(f"report written to {path}")
             return
         units = _units()

@@ -17,12 +17,12 @@ the best round of each is reported, since this machine is shared and noisy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 
@@ -32,31 +32,24 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import qsm_jax  # noqa: E402
+from harness import provenance  # noqa: E402
 from harness.files import write_results  # noqa: E402
 from harness.reference_style import ref_act, ref_create, ref_update  # noqa: E402
 from qsm_jax.algorithms import ALGORITHMS  # noqa: E402
 from qsm_jax.program import fused  # noqa: E402
 from qsm_jax.program.envs import EnvPool, env_dims, make_env  # noqa: E402
+from qsm_jax.program.fused import init_agents, seed_sharding  # noqa: E402
 from qsm_jax.program.replay import replay_add, replay_init  # noqa: E402
-from qsm_jax.program.train import RunConfig, init_agents, seed_sharding  # noqa: E402
+from qsm_jax.program.run_config import RunConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 BATCH = 256
-SECTIONS = ("updates", "loops", "seeds", "variants", "envs", "dql", "entropy", "depth")
 flags.DEFINE_string("out", "results/speed.md", "Markdown report (a .json with the raw numbers goes beside it).")
 flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds; the best round is reported.", lower_bound=1)
 flags.DEFINE_integer("updates", 40, "Updates per timing of (a).", lower_bound=1)
 flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).", lower_bound=1)
 flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).", lower_bound=1)
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
-flags.DEFINE_list(
-    "sections",
-    list(SECTIONS),
-    "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
-)
-flags.register_validator(
-    "sections", lambda v: bool(v) and set(v) <= set(SECTIONS), f"--sections must be some of {','.join(SECTIONS)}"
-)
 flags.DEFINE_integer(
     "buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).", lower_bound=BATCH
 )
@@ -160,6 +153,12 @@ VARIANTS = {
     "qsm, normalize_grad": {"normalize_grad": True},
     "tilted, normalize_grad": {"score_target": "tilted", "lam": 0.1, "normalize_grad": True},
     "mirror, normalize_grad": {"score_target": "mirror", "lam": 0.1, "normalize_grad": True},
+    "mirror, normalize_grad, anchor=policy": {
+        "score_target": "mirror",
+        "lam": 0.1,
+        "normalize_grad": True,
+        "anchor": "policy",
+    },
 }
 
 
@@ -433,88 +432,63 @@ def bench_seeds(env_id, hidden, rounds, steps, capacity, seed_counts=(1, 2, 4, 8
     return out
 
 
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    devices = ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}; JAX {jax.__version__} on {devices} ({jax.device_count()} device(s))"  # noqa: E501
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One section of the report: ``bench(sizes)`` measures it and returns the report entries it sets
+    (``{name: numbers}``); ``render(report)`` gives its markdown lines."""
+
+    bench: Callable[[Sizes], dict]
+    render: Callable[[dict], list[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """The observation and action sizes of ``--env`` (the update benchmarks use them)."""
+
+    obs_dim: int
+    action_dim: int
+
+
+def _bench_updates(s: Sizes) -> dict:
+    print("matmul peak ...", flush=True)
+    out = {"matmul_peak_gflops": matmul_peak(FLAGS.rounds), "updates": {}}
+    for hidden in ((512, 512), (256, 256)):
+        print(f"updates {hidden} ...", flush=True)
+        out["updates"][f"{hidden[0]}x{hidden[1]}"] = bench_updates(
+            hidden, s.obs_dim, s.action_dim, FLAGS.rounds, FLAGS.updates
+        )
+    return out
 
 
 def main(argv):
     del argv
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "qsm_jax", "experiments"], capture_output=True, text=True
-        ).stdout.strip()
-    )
     try:
         env = make_env(FLAGS.env)
     except ValueError as e:
         sys.exit(f"bench_speed.py: error: {e}")
-    obs_dim, action_dim = env_dims(env)
-    report = report_now = {
-        "command": " ".join(["python", *sys.argv]),
-        "commit": commit + ("+dirty" if dirty else ""),
-        "machine": _machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
+    sizes = Sizes(*env_dims(env))
+    now = provenance.stamp()
     json_path = os.path.splitext(FLAGS.out)[0] + ".json"
+    report = {**now, "provenance": {}}
     if set(FLAGS.sections) != set(SECTIONS) and os.path.exists(json_path):
         with open(json_path) as f:
             kept = json.load(f)  # sections not measured now keep their numbers and provenance
-        first = {k: kept[k] for k in ("command", "commit", "machine", "date")}
-        provenance = kept.get("provenance") or {s: first for s in ("updates", "loops", "seeds") if s in kept}
-        report = {**kept, "provenance": provenance}
-    else:
-        report = {**report, "provenance": {}}
-    for section in FLAGS.sections:
-        report["provenance"][section] = {k: report_now[k] for k in ("command", "commit", "machine", "date")}
-    if "updates" in FLAGS.sections:
-        print("matmul peak ...", flush=True)
-        report["matmul_peak_gflops"] = matmul_peak(FLAGS.rounds)
-        report["updates"] = {}
-        for hidden in ((512, 512), (256, 256)):
-            print(f"updates {hidden} ...", flush=True)
-            report["updates"][f"{hidden[0]}x{hidden[1]}"] = bench_updates(
-                hidden, obs_dim, action_dim, FLAGS.rounds, FLAGS.updates
-            )
-    report["buffer_size"] = FLAGS.buffer_size
-    report["rounds"] = FLAGS.rounds
-    if "loops" in FLAGS.sections:
-        print("loops ...", flush=True)
-        report["loops"] = bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps, FLAGS.buffer_size)
-    if "seeds" in FLAGS.sections:
-        print("seeds ...", flush=True)
-        report["seeds"] = bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)
-    if "dql" in FLAGS.sections:
-        print("dql ...", flush=True)
-        report["dql"] = bench_dql(obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
-    if "envs" in FLAGS.sections:
-        print("envs ...", flush=True)
-        report["envs"] = bench_envs(FLAGS.rounds)
-    if "variants" in FLAGS.sections:
-        print("variants ...", flush=True)
-        report["variants"] = bench_variants((512, 512), obs_dim, action_dim, FLAGS.rounds, FLAGS.updates)
-    if "entropy" in FLAGS.sections:
-        print("entropy ...", flush=True)
-        report["entropy"] = bench_entropy((512, 512), obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
-    if "depth" in FLAGS.sections:
-        print("depth ...", flush=True)
-        report["depth"] = bench_depth((512, 512), obs_dim, action_dim, FLAGS.rounds, max(FLAGS.updates // 8, 3))
+        first = {k: kept[k] for k in now}
+        report = {**kept, "provenance": kept.get("provenance") or {s: first for s in list(SECTIONS)[:3] if s in kept}}
+    report.update(buffer_size=FLAGS.buffer_size, rounds=FLAGS.rounds)
+    for name in FLAGS.sections:
+        report["provenance"][name] = now
+        if name != "updates":
+            print(f"{name} ...", flush=True)
+        report.update(SECTIONS[name].bench(sizes))
     write_results(FLAGS.out, report, render(report))
     print(render(report))
 
 
 def render(r: dict) -> str:
-    """The markdown report: the header, then each section measured (in SECTIONS order)."""
-    parts = [_render_header, _render_updates, _render_loops, _render_seeds]
-    parts += [f for key, f in _OPTIONAL_PARTS if key in r]
-    return "\n".join(line for part in parts for line in part(r)) + "\n"
+    """The markdown report: the header, then each section measured (in ``SECTIONS`` order)."""
+    lines = _render_header(r) + [line for name, sec in SECTIONS.items() if name in r for line in sec.render(r)]
+    return "\n".join(lines) + "\n"
 
 
 def _render_header(r: dict) -> list[str]:
@@ -702,12 +676,43 @@ def _render_entropy(r: dict) -> list[str]:
     return lines
 
 
-_OPTIONAL_PARTS = (
-    ("variants", _render_variants),
-    ("envs", _render_envs),
-    ("dql", _render_dql),
-    ("entropy", _render_entropy),
-    ("depth", _render_depth),
+# The report's sections, in the order they are measured and shown: a new one is one entry here.
+SECTIONS: dict[str, Section] = {
+    "updates": Section(_bench_updates, _render_updates),
+    "loops": Section(
+        lambda s: {"loops": bench_loops(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.loop_steps, FLAGS.buffer_size)},
+        _render_loops,
+    ),
+    "seeds": Section(
+        lambda s: {"seeds": bench_seeds(FLAGS.env, (512, 512), FLAGS.rounds, FLAGS.seed_steps, FLAGS.buffer_size)},
+        _render_seeds,
+    ),
+    "variants": Section(
+        lambda s: {"variants": bench_variants((512, 512), s.obs_dim, s.action_dim, FLAGS.rounds, FLAGS.updates)},
+        _render_variants,
+    ),
+    "envs": Section(lambda s: {"envs": bench_envs(FLAGS.rounds)}, _render_envs),
+    "dql": Section(
+        lambda s: {"dql": bench_dql(s.obs_dim, s.action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))}, _render_dql
+    ),
+    "entropy": Section(
+        lambda s: {
+            "entropy": bench_entropy((512, 512), s.obs_dim, s.action_dim, FLAGS.rounds, max(FLAGS.updates // 4, 3))
+        },
+        _render_entropy,
+    ),
+    "depth": Section(
+        lambda s: {"depth": bench_depth((512, 512), s.obs_dim, s.action_dim, FLAGS.rounds, max(FLAGS.updates // 8, 3))},
+        _render_depth,
+    ),
+}
+flags.DEFINE_list(
+    "sections",
+    list(SECTIONS),
+    "What to measure; the other sections of an existing --out JSON are kept with their own provenance.",
+)
+flags.register_validator(
+    "sections", lambda v: bool(v) and set(v) <= set(SECTIONS), f"--sections must be some of {','.join(SECTIONS)}"
 )
 
 

@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 from qsm_jax.program import cli  # noqa: E402
 from qsm_jax.program.envs import make_env  # noqa: E402
 from qsm_jax.program.evaluation import WALL, evaluate  # noqa: E402
+from qsm_jax.program.restore import restore_run  # noqa: E402
 from qsm_jax.program.run_config import RunConfig  # noqa: E402
-from qsm_jax.program.train import restore_run  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A run folder (holding config.json and checkpoints/).")

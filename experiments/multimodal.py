@@ -10,7 +10,6 @@ QSM and SAC at their reference settings, then at settings matched to this reward
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import matplotlib
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from harness import provenance  # noqa: E402
 from harness.bandit import PEAKS, reward, train_on_bandit  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
 from qsm_jax.baselines.dql import DQLConfig  # noqa: E402
@@ -101,7 +101,7 @@ def _entropy_cell(metrics: dict) -> str:
 
 def main(argv):
     del argv
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = provenance.commit_label()
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     grid = np.linspace(-1, 1, 201)
     landscape = reward(np.stack(np.meshgrid(grid, grid), -1))

@@ -24,7 +24,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -35,7 +34,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from harness import bandit  # noqa: E402
+from harness import (
+    bandit,  # noqa: E402
+    provenance,  # noqa: E402
+)
 from harness.benchmark import VARIANT_MIRROR, VARIANT_NORM  # noqa: E402
 from harness.files import write_results  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
@@ -44,6 +46,9 @@ from qsm_jax.baselines.sac import SACConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "results/scale.md", "Markdown report (JSON and PNG beside it).")
+flags.DEFINE_string(
+    "title", "QSM as the action dimension grows: the d-dimensional four-peak bandit", "The report's title."
+)
 flags.DEFINE_list("dims", ["2", "6", "17", "38"], "Action dimensions d.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("updates", 2000, "Updates per run (every agent, every d).", lower_bound=1)
@@ -68,6 +73,9 @@ SMALL = {"actor_hidden_dims": (64, 64), "critic_hidden_dims": (64, 64)}
 AGENTS = {
     "QSM": ("qsm", QSMConfig(**SMALL)),
     "QSM-mirror": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR)),
+    # A screening candidate (docs/variants.md, "Screening"): the mirror target anchored on the current
+    # policy's own samples instead of replay actions.
+    "QSM-mirror-policy": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR, anchor="policy")),
     "QSM-norm": ("qsm", QSMConfig(**SMALL, **VARIANT_NORM)),
     "DQL": ("dql", DQLConfig(**SMALL)),
     "SAC": ("sac", SACConfig(**SMALL)),
@@ -149,7 +157,7 @@ def render(report: dict) -> str:
     planned = len(report["plan"])
     depths = report.get("depths", [5])
     lines = [
-        "# QSM as the action dimension grows: the d-dimensional four-peak bandit",
+        f"# {report.get('title', FLAGS.title)}",
         "",
         f"- command: `{report['command']}` (resumes; runs kept from commits: {', '.join(report['commits'])})",
         f"- {report['updates']} updates per run, 64x64 networks, batch 256, diffusion depth T in "
@@ -219,7 +227,7 @@ def _curves(ax, report: dict, xs_all: list[int], cell) -> None:
 
 def main(argv):
     del argv
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = provenance.commit_label()
     json_path = os.path.splitext(FLAGS.out)[0] + ".json"
     dims, seeds = [int(d) for d in FLAGS.dims], [int(s) for s in FLAGS.seeds]
     # Seed-major: a partial sweep covers every d and agent early.
@@ -239,7 +247,7 @@ def main(argv):
     ]
     shard, shards = _parse_shard(FLAGS.shard)
     runs = _kept_runs([*FLAGS.reuse, json_path], plan)
-    report = {"command": _command(), "updates": FLAGS.updates}
+    report = {"command": _command(), "title": FLAGS.title, "updates": FLAGS.updates}
     report.update(dims=dims, depths=depths, agents=agents, plan=plan, runs=runs)
     deadline = time.time() + 60 * FLAGS.time_budget if FLAGS.time_budget > 0 else float("inf")
     _save(report, commit)  # pending rows first: the file always exists

@@ -9,6 +9,7 @@ from qsm_jax.common import check, finite
 
 BETA_SCHEDULES = ("vp", "linear", "cosine")
 SCORE_TARGETS = ("qsm", "tilted", "mirror")
+ANCHORS = ("replay", "policy")
 EXPLORATIONS = ("fixed", "adaptive")
 ENTROPY_ESTIMATES = ("denoiser", "samples")
 EVAL_SAMPLINGS = ("chain", "noise_free", "best_of_n")
@@ -104,6 +105,12 @@ class QSMConfig(DiffusionPolicyConfig):
         ``"mirror"``: ``eps - sqrt(1 - abar_k) g / lam``, the replay distribution tilted by
         ``exp(Q / lam)`` (a KL-regularised policy-improvement step with a pull-back term).
       lam: temperature of the tilt in "tilted" and "mirror" (smaller = greedier).
+      anchor: the actions the score target noises: "replay" (the paper: the batch's replay actions)
+        or "policy" (fresh chain samples of the current actor at the batch's states; one more
+        chain per update). With "mirror" the fixed point becomes the CURRENT policy tilted by
+        ``exp(Q / lam)`` (a mirror-descent step, as MPO's on its own samples) instead of the
+        replay distribution tilted, so the pull-back is toward what the policy does now, not
+        toward old behaviour.
       normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
         ``alpha`` / ``lam`` do not depend on the reward scale.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
@@ -136,6 +143,7 @@ class QSMConfig(DiffusionPolicyConfig):
     alpha: float = 50.0
     score_target: str = "qsm"
     lam: float = 1.0
+    anchor: str = "replay"
     normalize_grad: bool = False
     grad_rms_decay: float = 0.99
     entropy_temperature: float = 0.0
@@ -171,6 +179,7 @@ class QSMConfig(DiffusionPolicyConfig):
             self.score_target in SCORE_TARGETS,
             f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
         )
+        check(self.anchor in ANCHORS, f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
         check(isinstance(self.normalize_grad, bool), f"normalize_grad must be a bool, got {self.normalize_grad!r}")
         check(
             finite(self.grad_rms_decay) and 0.0 <= self.grad_rms_decay < 1.0,

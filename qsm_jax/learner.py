@@ -221,9 +221,10 @@ def actor_update(
 ) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
     """The actor half of a QSM update: one Adam step on ``losses.qsm_actor_loss``.
 
-    Each of the B actions gets one uniform diffusion level and one Gaussian noise draw; grad_a Q comes
-    from ``critic`` (the critics just updated, averaged over the ensemble), the target is
-    ``config.score_target`` with tilt ``lam``.
+    Each of the B actions (the replay actions, or with ``anchor="policy"`` fresh chain samples at the
+    batch's states, drawn with ``fold_in(noise_key, 2)``) gets one uniform diffusion level and one
+    Gaussian noise draw; grad_a Q comes from ``critic`` (the critics just updated, averaged over the
+    ensemble), the target is ``config.score_target`` with tilt ``lam``.
 
     Returns:
       (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
@@ -234,12 +235,17 @@ def actor_update(
         return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
 
     batch_size = batch.actions.shape[0]
+    actions = batch.actions
+    if cfg.anchor == "policy":  # a key of its own: the default key stream stays as it was
+        anchor_key = jax.random.fold_in(noise_key, 2)
+        actions = diffusion.sample_chain(state.actor, cfg, batch.observations, anchor_key, state.action_dim)
+        actions = jax.lax.stop_gradient(actions)
     actor_grads, actor_aux = jax.grad(losses.qsm_actor_loss, has_aux=True)(
         state.actor.params,
         state.actor.apply_fn,
         q_fn,
         batch.observations,
-        batch.actions,
+        actions,
         jax.random.randint(level_key, (batch_size,), 0, cfg.diffusion_steps),
         jax.random.normal(noise_key, batch.actions.shape),
         diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps).alpha_bars,

@@ -29,12 +29,9 @@ import qsm_jax  # noqa: E402
 
 @pytest.fixture
 def tiny_config() -> qsm_jax.QSMConfig:
-    return qsm_jax.QSMConfig(
-        actor_hidden_dims=(16, 16),
-        critic_hidden_dims=(16, 16),
-        time_features=8,
-        time_hidden_dims=(16,),
-    )
+    from .helpers import TINY_AGENT
+
+    return TINY_AGENT
 
 
 @pytest.fixture

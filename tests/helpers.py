@@ -11,9 +11,11 @@ import qsm_jax
 from qsm_jax.program.run_config import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_AGENT = qsm_jax.QSMConfig(
-    actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), time_features=8, time_hidden_dims=(16,)
-)
+# The one tiny configuration of the tests: TINY_NETS for any algorithm (what TINY_FLAGS sets on run.py's
+# command line), TINY for a diffusion policy (QSM, Diffusion-QL), TINY_AGENT = QSM with TINY.
+TINY_NETS = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16)}
+TINY = {**TINY_NETS, "time_features": 8, "time_hidden_dims": (16,)}
+TINY_AGENT = qsm_jax.QSMConfig(**TINY)
 TINY_FLAGS = ["--actor_hidden_dims=16,16", "--critic_hidden_dims=16,16", "--progress=false"]
 
 
@@ -29,7 +31,8 @@ def random_batch(seed: int = 1, n: int = 32, terminals: float = 0.0) -> qsm_jax.
     )
 
 
-def _run_py(*args, **kwargs):
+def run_py(*args, **kwargs):
+    """``experiments/run.py *args`` in a subprocess on CPU: the CompletedProcess (text output)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "disable"}
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *args],
@@ -41,7 +44,8 @@ def _run_py(*args, **kwargs):
     )
 
 
-def _tiny(**overrides) -> RunConfig:
+def tiny_run(**overrides) -> RunConfig:
+    """A run of TINY_AGENT on Pendulum-v1 in a few seconds: 400 env steps, checkpoints at 200 and 400."""
     base = dict(
         env="Pendulum-v1",
         seed=3,

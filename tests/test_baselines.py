@@ -48,7 +48,7 @@ def test_train_step_contract(algo):
 def test_sac_log_prob_matches_numpy():
     state = sac.create_train_state(jax.random.key(0), OBS, ACT, sac.SACConfig(**SMALL))
     obs = jax.random.normal(jax.random.key(1), (5, OBS))
-    actions, log_prob = sac._sample_with_log_prob(state.actor, state.actor.params, obs, jax.random.key(2))
+    actions, log_prob = sac.sample_with_log_prob(state.actor, state.actor.params, obs, jax.random.key(2))
     mean, log_std = (np.asarray(x, np.float64) for x in state.actor.apply_fn({"params": state.actor.params}, obs))
     u = np.arctanh(np.clip(np.asarray(actions, np.float64), -1 + 1e-7, 1 - 1e-7))
     std = np.exp(log_std)

@@ -16,13 +16,14 @@ import pytest
 import scipy.stats
 
 from harness import benchmark, report
+from harness.benchmark import runner
 from qsm_jax.baselines.sac import SACConfig
 from qsm_jax.config import QSMConfig
 from qsm_jax.program.train import train_and_evaluate
 from qsm_jax.program.workdir import lock_workdir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16), "time_features": 8, "time_hidden_dims": (16,)}
+from .helpers import ROOT, TINY
+
 TIMING = ("wall_seconds", "env_steps_per_s", "date", "resumed_from_step", "machine", "code_segments")
 
 
@@ -54,7 +55,7 @@ def test_unit_writes_its_file_skips_when_done_and_new_settings_make_a_new_unit(t
     def no_training(*args, **kwargs):
         raise AssertionError("a finished unit was run again")
 
-    monkeypatch.setattr(benchmark, "train_and_evaluate", no_training)
+    monkeypatch.setattr(runner, "train_and_evaluate", no_training)
     assert benchmark.run_unit(unit, units_dir, runs_dir) == record
     assert benchmark.run_order([unit], units_dir) == []
 
@@ -70,7 +71,7 @@ def test_unit_names_the_commit_it_started_from(tmp_path, monkeypatch):
     """A runner with --git_commit commits other units' files into the checkout while a unit trains;
     the unit must name the code it ran, the commit at its start."""
     head = {"commit": "a" * 40, "dirty": False}
-    monkeypatch.setattr(benchmark, "code_version", lambda: dict(head))
+    monkeypatch.setattr(runner, "code_version", lambda: dict(head))
 
     def fake_training(config, workdir, progress=False):
         head["commit"] = "b" * 40  # another unit's file committed meanwhile
@@ -79,7 +80,7 @@ def test_unit_names_the_commit_it_started_from(tmp_path, monkeypatch):
             f.write(json.dumps({"kind": "train", "step": 400, "env_steps_per_s": 50.0}) + "\n")
         return {"history": [{"step": 400, "returns": [1.0, 3.0]}]}
 
-    monkeypatch.setattr(benchmark, "train_and_evaluate", fake_training)
+    monkeypatch.setattr(runner, "train_and_evaluate", fake_training)
     record = benchmark.run_unit(_unit(seed=5), str(tmp_path / "units"), str(tmp_path / "runs"))
     assert record["commit"] == "a" * 40 and record["final_return"] == 2.0 and record["env_steps_per_s"] == 50.0
 
@@ -100,14 +101,14 @@ def test_interrupted_unit_resumes_and_equals_an_uninterrupted_one(tmp_path):
 def test_a_unit_resumed_under_another_commit_lists_which_code_ran_which_steps(tmp_path, capsys):
     workdir = str(tmp_path / "run")
     a, b = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": False}
-    assert benchmark._code_segments(workdir, 0, a) == [{"from_step": 0, **a}]
-    assert benchmark._code_segments(workdir, 0, a) == [{"from_step": 0, **a}]  # killed before a checkpoint
+    assert runner.record_code_segments(workdir, 0, a) == [{"from_step": 0, **a}]
+    assert runner.record_code_segments(workdir, 0, a) == [{"from_step": 0, **a}]  # killed before a checkpoint
     assert capsys.readouterr().err == ""
-    assert benchmark._code_segments(workdir, 30_000, b) == [{"from_step": 0, **a}, {"from_step": 30_000, **b}]
+    assert runner.record_code_segments(workdir, 30_000, b) == [{"from_step": 0, **a}, {"from_step": 30_000, **b}]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "resumes at env step 30000 under commit bbbbbbbbbbbb after commit aaaa" in err
     # Rolled back to an earlier checkpoint (the newest was damaged): the later segment is dropped.
-    assert benchmark._code_segments(workdir, 20_000, b) == [{"from_step": 0, **a}, {"from_step": 20_000, **b}]
+    assert runner.record_code_segments(workdir, 20_000, b) == [{"from_step": 0, **a}, {"from_step": 20_000, **b}]
 
 
 def test_labels_name_the_settings_that_differ_from_the_defaults():
@@ -417,7 +418,7 @@ def test_runners_started_together_share_one_pinned_worktree(tmp_path):
     runs_dir = str(tmp_path / "runs")
     try:
         with ThreadPoolExecutor(4) as pool:
-            paths = list(pool.map(lambda _: bench_learning._pinned_worktree("HEAD", runs_dir), range(4)))
+            paths = list(pool.map(lambda _: bench_learning.pinned_worktree("HEAD", runs_dir), range(4)))
         assert paths == [str(tmp_path / "pinned" / head[:12])] * 4
         assert os.path.isfile(os.path.join(paths[0], "qsm_jax", "learner.py"))
     finally:
@@ -465,13 +466,31 @@ def test_readme_block_carries_the_aggregate_and_the_variant_names(fixture_suite,
 
 
 def test_every_committed_unit_key_re_derives_from_its_stored_config():
-    """A new config field that changes unit keys would orphan every committed unit (it would run
-    again under a new key); this catches it unless the field is listed in ADDED_AGENT_SETTINGS."""
+    """A change to the key rule, or a new config field that entered the hash at its default, would
+    orphan every committed unit (it would run again under a new key): every committed file's key must
+    re-derive from the config it stores."""
     records = benchmark.load_units(os.path.join(ROOT, "results", "learning", "units"))
     assert records, "no committed unit files found"
     for record in records:
         unit = benchmark.unit_of(record)
         assert unit.key == record["key"], f"{record['key']}: re-derived as {unit.key}"
+
+
+def test_a_new_option_at_its_default_leaves_every_key_and_off_it_makes_a_new_one(monkeypatch):
+    """A contributor adds an agent option whose default reproduces today's update: no harness edit,
+    the same keys; a unit that sets it is another unit."""
+    from qsm_jax.algorithms import ALGORITHMS
+
+    @dataclasses.dataclass(frozen=True)
+    class WithNewOption(QSMConfig):
+        new_option: float = 0.0
+
+    before = benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000, agent=benchmark.VARIANT_MIRROR).key
+    monkeypatch.setitem(ALGORITHMS, "qsm", ALGORITHMS["qsm"]._replace(config_cls=WithNewOption))
+    after = benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000, agent=benchmark.VARIANT_MIRROR)
+    assert "new_option" in after.config.to_dict()["agent"] and after.key == before
+    changed = benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000, agent={**benchmark.VARIANT_MIRROR, "new_option": 1.0})
+    assert changed.key != before
 
 
 def test_the_papers_question_is_answered_from_the_unit_files(tmp_path, monkeypatch):
@@ -619,7 +638,7 @@ def test_learned_temperature_is_recorded_and_reported(tmp_path):
         sac, [{"step": 1, "returns": [0.0]}], 1.0, 1.0, 0, train_rows=rows
     )
     cells = {(unit.config.env, "QSM-maxent"): [record]}
-    lines = report._temperature_lines(cells, [unit.config.env], ["QSM-maxent"])
+    lines = report.temperature_lines(cells, [unit.config.env], ["QSM-maxent"])
     assert any(f"| {unit.config.env} | QSM-maxent | {unit.config.seed} | 0.909 (1k)" in line for line in lines)
     assert lines[-1].endswith("0.0909 (100k) |")
 
@@ -648,6 +667,7 @@ def test_fit_budget_starts_only_units_whose_time_left_fits(tmp_path):
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "--fit_budget needs" in bad.stderr
 
 
+@pytest.mark.slow
 def test_sigusr1_drains_the_runner_running_units_finish_past_the_deadline_and_none_starts(tmp_path):
     """`kill -USR1 <runner>`: no unit starts any more, and the running one finishes (its file is
     written) even if --time_budget runs out meanwhile, instead of being stopped."""
@@ -741,8 +761,8 @@ def test_probability_of_improvement_equals_rliables_bit_for_bit(monkeypatch):
         assert report.probability_of_improvement(x, y) == rly_metrics.probability_of_improvement(x, y)
     monkeypatch.setattr(report, "BOOTSTRAP_REPS", 200)
     pairs = {"A": cases[0], "B": cases[3]}
-    ours = report._interval_estimates(pairs, report.probability_of_improvement, seed=1)
-    theirs = report._interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
+    ours = report.interval_estimates(pairs, report.probability_of_improvement, seed=1)
+    theirs = report.interval_estimates(pairs, rly_metrics.probability_of_improvement, seed=1)
     for k in pairs:
         assert ours[0][k] == theirs[0][k]
         np.testing.assert_array_equal(ours[1][k], theirs[1][k])
@@ -753,9 +773,9 @@ def test_bootstrap_intervals_are_reproducible():
     from rliable import metrics as rly_metrics
 
     scores = {"A": np.random.default_rng(0).normal(size=(3, 3)), "B": np.random.default_rng(1).normal(size=(3, 3))}
-    first = report._interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
+    first = report.interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
     np.random.rand(7)  # whatever the global generator did in between
-    second = report._interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
+    second = report.interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
     for k in scores:
         np.testing.assert_array_equal(first[k], second[k])
 
@@ -767,9 +787,9 @@ def test_an_algorithms_interval_does_not_depend_on_the_others_in_the_suite(monke
     monkeypatch.setattr(report, "BOOTSTRAP_REPS", 200)
     rng = np.random.default_rng(0)
     sac, qsm, td3 = (rng.normal(size=(3, 2)) for _ in range(3))
-    alone = report._interval_estimates({"SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
+    alone = report.interval_estimates({"SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
     for others in ({"QSM": qsm}, {"QSM": qsm, "TD3": td3}, {"A": td3, "B": qsm}):
-        beside = report._interval_estimates({**others, "SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
+        beside = report.interval_estimates({**others, "SAC": sac}, rly_metrics.aggregate_iqm)[1]["SAC"]
         np.testing.assert_array_equal(beside, alone)
 
 
@@ -788,7 +808,7 @@ def test_the_configuration_table_puts_each_configurations_cost_beside_its_units(
         unit = benchmark.make_unit(algo, env, 0, 20_000, agent=agent)
         record = benchmark.unit_record(unit, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0)
         benchmark.write_unit(record, unit.path(str(tmp_path)))
-    cpu = report._cpu_name(benchmark.cpu_model())
+    cpu = report.cpu_name(benchmark.cpu_model())
     table = report.configuration_table(str(tmp_path)).splitlines()[2:]
     rows = {re.search(r"\| `([\w-]+)`: \d+ \|", line)[1]: line for line in table}
     assert rows["QSM"].endswith(f"| `QSM`: 2 | 25.0 | {np.median([100 / 25, 100 / 20]):.1f}x (2 tasks) |")

@@ -10,7 +10,7 @@ import pytest
 from harness import benchmark
 from qsm_jax.program.run_config import RunConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import ROOT
 
 
 def _resolved(*flags: str) -> RunConfig:

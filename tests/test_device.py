@@ -12,7 +12,8 @@ import pytest
 
 from harness import benchmark
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import ROOT
+
 COMMIT = "c" * 40
 
 

@@ -9,9 +9,10 @@ import pytest
 from absl import logging as absl_logging
 
 from qsm_jax.program.envs import EnvPool, env_dims, make_env
-from qsm_jax.program.train import restore_run, train_and_evaluate
+from qsm_jax.program.restore import restore_run
+from qsm_jax.program.train import train_and_evaluate
 
-from .helpers import _run_py, _tiny
+from .helpers import run_py, tiny_run
 
 DMC_TASKS = {  # id -> flat observation size
     "dm_control/walker-walk-v0": 24,
@@ -81,9 +82,11 @@ def test_dmc_episode_ends_as_a_truncation_at_1000_steps():
 
 
 def test_tiny_qsm_run_on_a_dmc_task_resumes_exactly(tmp_path):
-    config = _tiny(env="dm_control/cheetah-run-v0", eval_episodes=1)
+    config = tiny_run(env="dm_control/cheetah-run-v0", eval_episodes=1)
     full = train_and_evaluate(config, str(tmp_path / "full"), progress=False)
-    train_and_evaluate(_tiny(env="dm_control/cheetah-run-v0", eval_episodes=1, max_steps=200), str(tmp_path / "split"))
+    train_and_evaluate(
+        tiny_run(env="dm_control/cheetah-run-v0", eval_episodes=1, max_steps=200), str(tmp_path / "split")
+    )
     resumed = train_and_evaluate(config, str(tmp_path / "split"), progress=False)
     assert resumed["history"] == full["history"] and [h["step"] for h in full["history"]] == [200, 400]
     for name in ("config.json", "metrics.jsonl", "learning_curve.png"):
@@ -95,7 +98,7 @@ def test_tiny_qsm_run_on_a_dmc_task_resumes_exactly(tmp_path):
 
 
 def test_bad_dmc_id_exits_with_one_line(tmp_path):
-    out = _run_py("--env=dm_control/walker-sprint-v0", f"--workdir={tmp_path / 'w'}")
+    out = run_py("--env=dm_control/walker-sprint-v0", f"--workdir={tmp_path / 'w'}")
     assert out.returncode != 0 and "Traceback" not in out.stderr
     message = out.stderr.strip()
     assert "\n" not in message and "unknown env id 'dm_control/walker-sprint-v0'" in message

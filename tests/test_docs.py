@@ -3,7 +3,8 @@
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import ROOT
+
 # A path ending in .md, not a string in code (a quote right after it).
 CITED = re.compile(r"(?<![\w./-])((?:\.\./|[\w.-]+/)*[\w.-]+\.md)\b(?![\"'])")
 

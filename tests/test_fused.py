@@ -18,9 +18,10 @@ from qsm_jax.baselines.dql import DQLConfig
 from qsm_jax.program import fused
 from qsm_jax.program.envs import EnvPool
 from qsm_jax.program.replay import replay_add, replay_init, replay_sample, replay_sample_after_add
-from qsm_jax.program.train import restore_run, train_and_evaluate
+from qsm_jax.program.restore import restore_run
+from qsm_jax.program.train import train_and_evaluate
 
-from .helpers import TINY_AGENT, _tiny  # noqa: F401  (helpers registers QSMTestEpisodes-v0)
+from .helpers import TINY, TINY_AGENT, TINY_NETS, tiny_run  # noqa: F401  (helpers registers QSMTestEpisodes-v0)
 
 OBS, ACT = 4, 2
 
@@ -70,7 +71,7 @@ def test_sample_after_add_equals_sample_of_added(stored):
 
 
 VARIANT_AGENT = dataclasses.replace(TINY_AGENT, score_target="mirror", normalize_grad=True, num_action_samples=4)
-DQL_AGENT = DQLConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), time_features=8, time_hidden_dims=(16,))
+DQL_AGENT = DQLConfig(**TINY)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_fused_step_equals_repeated_train_step(agent):
 
 
 def _tiny_run(**overrides):
-    return _tiny(**{"max_steps": 300, "eval_interval": 150, "checkpoint_interval": 300, **overrides})
+    return tiny_run(**{"max_steps": 300, "eval_interval": 150, "checkpoint_interval": 300, **overrides})
 
 
 def test_vmapped_seeds_equal_separately_trained_seeds(tmp_path):
@@ -181,7 +182,8 @@ import jax, numpy as np
 from qsm_jax.program import fused
 from qsm_jax.algorithms import algorithm_of, get_algorithm
 from qsm_jax.baselines.dql import DQLConfig
-from qsm_jax.program.train import RunConfig, init_agents, seed_sharding, train_and_evaluate
+from qsm_jax.program.fused import init_agents, seed_sharding
+from qsm_jax.program.train import RunConfig, train_and_evaluate
 from qsm_jax.program.replay import replay_init
 import qsm_jax
 from tests.test_fused import _tiny_run
@@ -200,6 +202,7 @@ print(json.dumps({"devices": jax.device_count(), "state_devices": len(states.ste
 """
 
 
+@pytest.mark.slow
 def test_seed_axis_sharded_over_four_cpu_devices(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
@@ -223,9 +226,7 @@ def test_fresh_states_can_be_donated(algo):
     from qsm_jax.algorithms import ALGORITHMS
 
     algorithm = ALGORITHMS[algo]
-    config = (
-        TINY_AGENT if algo == "qsm" else algorithm.config_cls(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
-    )
+    config = TINY_AGENT if algo == "qsm" else algorithm.config_cls(**TINY_NETS)
     state = algorithm.create_train_state(jax.random.key(0), OBS, ACT, config)
     buffer = replay_add(replay_init(64, OBS, ACT), _transitions(1, 40))
     step = jax.jit(
@@ -249,13 +250,12 @@ def test_fresh_states_can_be_donated(algo):
 def test_learn_step_updates_the_buffer_in_place(algo):
     """The compiled env step copies no buffer-sized array (a copy per env step made 1M buffers 15x slower)."""
     from qsm_jax.algorithms import ALGORITHMS
-    from qsm_jax.program.train import RunConfig, init_agents
+    from qsm_jax.program.fused import init_agents
+    from qsm_jax.program.train import RunConfig
 
     capacity, num_seeds, num_envs = 100_003, 1, 1
     algorithm = ALGORITHMS[algo]
-    agent = (
-        TINY_AGENT if algo == "qsm" else algorithm.config_cls(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
-    )
+    agent = TINY_AGENT if algo == "qsm" else algorithm.config_cls(**TINY_NETS)
     config = RunConfig(env="Pendulum-v1", algo=algo, agent=agent, num_seeds=num_seeds, num_envs=num_envs)
     states, keys = init_agents(config, OBS, ACT)
     buffers = replay_init(capacity, OBS, ACT, num_seeds=num_seeds)

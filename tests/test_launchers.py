@@ -64,6 +64,7 @@ def _sometimes_raises(config, runs_dir, code_dir=None):
     return {"key": f"u{config['i']}"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["ray", "slurm"])
 def test_a_failing_unit_is_one_line_and_the_others_finish(launcher, tmp_path):
     got, errors = [], []

@@ -96,9 +96,9 @@ def test_bad_inputs_are_rejected(tiny_config, key):
     qsm_jax.check_batch(_random_batch(0), OBS_DIM, ACT_DIM)
 
 
-@pytest.mark.slow
 def test_learns_the_optimum_of_a_one_step_bandit():
-    """Through the public API only: reward -||a - a*||^2 on a one-step task; samples end near a*."""
+    """Through the public API only: reward -||a - a*||^2 on a one-step task; samples end near a*.
+    The learning test `make test` keeps (the others are marked slow)."""
     a_star = np.array([0.5, -0.4], np.float32)
     obs_dim, act_dim, batch = 2, 2, 128
     config = qsm_jax.QSMConfig(

@@ -9,7 +9,7 @@ import pytest
 from qsm_jax.program.metrics import JsonlOutput, Output, Outputs, read_metrics
 from qsm_jax.program.train import train_and_evaluate
 
-from .helpers import _tiny
+from .helpers import tiny_run
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +55,7 @@ def test_wandb_output_logs_every_row_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    config = _tiny(max_steps=400)
+    config = tiny_run(max_steps=400)
     workdir = str(tmp_path / "run")
     wandb_output = WandbOutput("qsm-test", workdir, config.to_dict())
     result = train_and_evaluate(config, workdir, progress=False, extra_outputs=[wandb_output])
@@ -87,7 +87,7 @@ def test_wandb_that_cannot_start_is_one_warning_and_the_run_goes_on(tmp_path, mo
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     workdir = str(tmp_path / "run")
     output = WandbOutput("qsm-test", workdir, {})
-    result = train_and_evaluate(_tiny(max_steps=400), workdir, progress=False, extra_outputs=[output])
+    result = train_and_evaluate(tiny_run(max_steps=400), workdir, progress=False, extra_outputs=[output])
     err = capfd.readouterr().err
     warnings = _w_and_b_warnings(err)
     assert len(warnings) == 1 and warnings[0].startswith("warning: W&B could not start ("), err
@@ -125,8 +125,8 @@ def test_wandb_failing_mid_run_is_one_warning_and_the_run_goes_on(tmp_path, monk
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kwargs: run))
     workdir = str(tmp_path / "run")
     output = WandbOutput("qsm-test", workdir, {})
-    result = train_and_evaluate(_tiny(max_steps=400), workdir, progress=False, extra_outputs=[output])
-    plain = train_and_evaluate(_tiny(max_steps=400), str(tmp_path / "plain"), progress=False)
+    result = train_and_evaluate(tiny_run(max_steps=400), workdir, progress=False, extra_outputs=[output])
+    plain = train_and_evaluate(tiny_run(max_steps=400), str(tmp_path / "plain"), progress=False)
     warnings = _w_and_b_warnings(capfd.readouterr().err)
     assert len(warnings) == 1 and warnings[0].startswith("warning: W&B failed at env step "), warnings
     assert "(ConnectionError: wandb service went away)" in warnings[0] and "second line" not in warnings[0]

@@ -7,8 +7,7 @@ import pytest
 from qsm_jax.algorithms import ALGORITHMS
 from qsm_jax.types import Batch
 
-TINY = {"actor_hidden_dims": (16, 16), "critic_hidden_dims": (16, 16)}
-DIFFUSION_TINY = {**TINY, "time_features": 8, "time_hidden_dims": (16,)}
+from .helpers import TINY, TINY_NETS
 
 
 def _batch(obs_dim: int, action_dim: int, size: int = 8) -> Batch:
@@ -25,7 +24,7 @@ def _batch(obs_dim: int, action_dim: int, size: int = 8) -> Batch:
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_two_fresh_states_compile_train_step_once(algo):
     algorithm = ALGORITHMS[algo]
-    settings = DIFFUSION_TINY if algo in ("qsm", "dql") else TINY
+    settings = TINY if algo in ("qsm", "dql") else TINY_NETS
     config = algorithm.config_cls(**settings)
     obs_dim, action_dim = 5, 3  # sizes no other test uses, so the first call below compiles
     batch = _batch(obs_dim, action_dim)
@@ -50,7 +49,7 @@ def test_every_algorithm_has_the_agent_interface(algo):
     from qsm_jax.types import AgentState
 
     algorithm = ALGORITHMS[algo]
-    settings = DIFFUSION_TINY if algo in ("qsm", "dql") else TINY
+    settings = TINY if algo in ("qsm", "dql") else TINY_NETS
     state = algorithm.create_train_state(jax.random.key(0), 4, 2, algorithm.config_cls(**settings))
     assert isinstance(state, algorithm.state_cls) and algorithm_of(state) is algorithm
     for name in AgentState.__annotations__:

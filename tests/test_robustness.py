@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import qsm_jax
-from qsm_jax.program.train import restore_run, train_and_evaluate
+from qsm_jax.program.restore import restore_run
+from qsm_jax.program.train import train_and_evaluate
 
-from .helpers import ROOT, TINY_FLAGS, _run_py, _tiny
+from .helpers import ROOT, TINY_FLAGS, TINY_NETS, run_py, tiny_run
 
 
 def _truncate_data_files(checkpoint_dir):
@@ -33,12 +34,12 @@ def _truncate_data_files(checkpoint_dir):
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capfd):
-    whole = train_and_evaluate(_tiny(max_steps=600), str(tmp_path / "whole"), progress=False)
+    whole = train_and_evaluate(tiny_run(max_steps=600), str(tmp_path / "whole"), progress=False)
     hurt = tmp_path / "hurt"
-    train_and_evaluate(_tiny(max_steps=400), str(hurt), progress=False)
+    train_and_evaluate(tiny_run(max_steps=400), str(hurt), progress=False)
     _truncate_data_files(hurt / "checkpoints" / "400")
     capfd.readouterr()
-    resumed = train_and_evaluate(_tiny(max_steps=600), str(hurt), progress=False)
+    resumed = train_and_evaluate(tiny_run(max_steps=600), str(hurt), progress=False)
     err = capfd.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning: checkpoint")]
     assert len(warnings) == 1 and "checkpoints/400 is damaged or incomplete" in warnings[0], err
@@ -50,7 +51,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capf
 
 def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capfd):
     workdir = tmp_path / "w"
-    train_and_evaluate(_tiny(max_steps=400), str(workdir), progress=False)
+    train_and_evaluate(tiny_run(max_steps=400), str(workdir), progress=False)
     _truncate_data_files(workdir / "checkpoints" / "400")
     capfd.readouterr()
     _, _, meta = restore_run(str(workdir))
@@ -85,14 +86,14 @@ def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capf
 def test_an_empty_newest_checkpoint_is_one_warning_and_the_resume_line_on_the_terminal(tmp_path):
     """An empty step folder (a copy cut short): the program's warning and resume lines only, not
     Orbax's own "Metadata file does not exist" warning."""
-    agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
+    agent = qsm_jax.QSMConfig(**TINY_NETS)
     workdir = tmp_path / "w"
-    train_and_evaluate(_tiny(max_steps=400, agent=agent), str(workdir), progress=False)
+    train_and_evaluate(tiny_run(max_steps=400, agent=agent), str(workdir), progress=False)
     for entry in (workdir / "checkpoints" / "400").iterdir():
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     flags = ["--env=Pendulum-v1", "--seed=3", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
     flags += ["--eval_interval=200", "--eval_episodes=2", "--checkpoint_interval=200", "--log_interval=50"]
-    out = _run_py(*flags, *TINY_FLAGS, "--max_steps=600", f"--workdir={workdir}")
+    out = run_py(*flags, *TINY_FLAGS, "--max_steps=600", f"--workdir={workdir}")
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2, out.stderr
@@ -112,7 +113,7 @@ def test_orbax_reader_coroutines_collected_after_a_failed_read_print_nothing():
     saved, seen = sys.unraisablehook, []
     try:
         sys.unraisablehook = lambda unraisable: seen.append(unraisable.object)  # stands for the default printer
-        checkpoint._mute_late_reader_errors()
+        checkpoint.mute_late_reader_errors()
         none = dict.fromkeys(("global_shape", "new_shard_shape", "dtype", "byte_limiter", "strict", "dll"))
         coroutine = serialization._read_array_index_and_device_put(None, None, None, **none, memory_kind=None)
         other = object()
@@ -147,7 +148,7 @@ def test_orbax_reader_coroutines_never_started_print_no_warning_after_a_failed_r
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            checkpoint._mute_late_reader_errors()
+            checkpoint.mute_late_reader_errors()
             serialization._read_array_index_and_device_put(None, None, None, **none, memory_kind=None)
             gc.collect()
             assert caught == []
@@ -160,14 +161,14 @@ def test_orbax_reader_coroutines_never_started_print_no_warning_after_a_failed_r
 
 def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):
     # A run that experiments/run.py can name with its flags (default time features).
-    agent = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))
+    agent = qsm_jax.QSMConfig(**TINY_NETS)
     workdir = tmp_path / "w"
-    train_and_evaluate(_tiny(max_steps=400, agent=agent), str(workdir), progress=False)
+    train_and_evaluate(tiny_run(max_steps=400, agent=agent), str(workdir), progress=False)
     for step in ("200", "400"):
         _truncate_data_files(workdir / "checkpoints" / step)
     flags = ["--env=Pendulum-v1", "--seed=3", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
     flags += ["--eval_interval=200", "--eval_episodes=2", "--checkpoint_interval=200", "--log_interval=50"]
-    out = _run_py(*flags, *TINY_FLAGS, "--max_steps=600", f"--workdir={workdir}")
+    out = run_py(*flags, *TINY_FLAGS, "--max_steps=600", f"--workdir={workdir}")
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     lines = out.stderr.strip().splitlines()
     assert sum(line.startswith("warning: checkpoint") for line in lines) == 2
@@ -175,12 +176,12 @@ def test_no_intact_checkpoint_and_damaged_inputs_give_one_line(tmp_path):
 
     (workdir / "config.json").write_text('{"env": "Pendulum-v1", "seed"')  # cut short
     with pytest.raises(ValueError, match=r"config.json is unreadable .*delete it to resume"):
-        train_and_evaluate(_tiny(max_steps=600), str(workdir), progress=False)
+        train_and_evaluate(tiny_run(max_steps=600), str(workdir), progress=False)
 
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        train_and_evaluate(_tiny(), str(a_file), progress=False)
+        train_and_evaluate(tiny_run(), str(a_file), progress=False)
 
 
 class _HugeRewardEnv(gym.Env):
@@ -206,7 +207,9 @@ gym.register("QSMTestHugeReward-v0", entry_point=_HugeRewardEnv, max_episode_ste
 def test_divergence_stops_with_one_line_and_the_last_checkpoint_restores(tmp_path):
     workdir = str(tmp_path / "w")
     with pytest.raises(ValueError) as info:
-        train_and_evaluate(_tiny(env="QSMTestHugeReward-v0", max_steps=600, eval_interval=600), workdir, progress=False)
+        train_and_evaluate(
+            tiny_run(env="QSMTestHugeReward-v0", max_steps=600, eval_interval=600), workdir, progress=False
+        )
     message = str(info.value)
     assert message.startswith("training diverged at env step ") and "\n" not in message
     step = int(message.split("env step ")[1].split(":")[0])
@@ -225,21 +228,24 @@ def _leaves_equal(workdir_a, workdir_b):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-AGENT = qsm_jax.QSMConfig(actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16))  # expressible by run.py flags
+AGENT = qsm_jax.QSMConfig(**TINY_NETS)  # expressible by run.py flags
 
 
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
     """One uninterrupted 600-step run that the wall-clock and SIGINT tests compare with."""
     workdir = tmp_path_factory.mktemp("whole")
-    config = _tiny(max_steps=600, checkpoint_interval=600, eval_interval=300, agent=AGENT)
+    config = tiny_run(max_steps=600, checkpoint_interval=600, eval_interval=300, agent=AGENT)
     return train_and_evaluate(config, str(workdir), progress=False), workdir
 
 
+@pytest.mark.slow
 def test_wall_clock_checkpoints_change_nothing(tmp_path, whole_run):
     plain, plain_dir = whole_run
     often = train_and_evaluate(
-        _tiny(max_steps=600, checkpoint_interval=600, eval_interval=300, agent=AGENT, checkpoint_every_minutes=0.002),
+        tiny_run(
+            max_steps=600, checkpoint_interval=600, eval_interval=300, agent=AGENT, checkpoint_every_minutes=0.002
+        ),
         str(tmp_path / "b"),
         progress=False,
     )
@@ -249,6 +255,7 @@ def test_wall_clock_checkpoints_change_nothing(tmp_path, whole_run):
     _leaves_equal(plain_dir, tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_sigint_mid_episode_saves_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path, whole_run):
     workdir = tmp_path / "stopped"
     flags = ["--env=Pendulum-v1", "--seed=3", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
@@ -277,12 +284,13 @@ def test_sigint_mid_episode_saves_and_the_resumed_run_equals_an_uninterrupted_on
     _leaves_equal(whole_run[1], workdir)
 
 
+@pytest.mark.slow
 def test_evaluation_videos_are_valid_mp4s(tmp_path):
     import imageio.v3 as iio
 
     flags = ["--env=Hopper-v4", "--max_steps=400", "--start_steps=100", "--batch_size=32", "--buffer_size=1000"]
     flags += ["--eval_interval=200", "--eval_episodes=1", "--checkpoint_interval=400", *TINY_FLAGS]
-    no_gl = _run_py(*flags, "--video_interval=200", f"--workdir={tmp_path / 'no_gl'}")  # MUJOCO_GL=disable
+    no_gl = run_py(*flags, "--video_interval=200", f"--workdir={tmp_path / 'no_gl'}")  # MUJOCO_GL=disable
     assert no_gl.returncode != 0 and "Traceback" not in no_gl.stderr, no_gl.stderr[-2000:]
     assert "--video_interval needs offscreen rendering" in no_gl.stderr.strip().splitlines()[-1]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
@@ -303,6 +311,7 @@ def test_evaluation_videos_are_valid_mp4s(tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [200, 400]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, args, says",
     [

@@ -41,12 +41,13 @@ def test_exact_gradient_replaces_the_critic(tiny_config):
     import qsm_jax
 
     b = bandit.scaled(3)
-    state = bandit._exact_critic(qsm_jax.create_train_state(jax.random.key(0), 1, 3, tiny_config), b)
+    state = bandit.exact_critic(qsm_jax.create_train_state(jax.random.key(0), 1, 3, tiny_config), b)
     a = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (8, 3)), jnp.float32)
     q = state.critic.apply_fn({"params": state.critic.params}, jnp.ones((8, 1)), a)
     np.testing.assert_allclose(np.asarray(q), np.broadcast_to(bandit.reward(np.asarray(a), b), (2, 8)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sweep_on_a_tiny_budget_writes_its_files(tmp_path):
     out = tmp_path / "scale.md"
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "scale_bandit.py"), "--dims=2,3", "--seeds=0"]
@@ -61,6 +62,7 @@ def test_sweep_on_a_tiny_budget_writes_its_files(tmp_path):
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "Nope" in bad.stderr
 
 
+@pytest.mark.slow
 def test_two_shards_share_one_sweep_and_reuse_counts_other_files(tmp_path):
     out = tmp_path / "scale.md"
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "scale_bandit.py"), "--dims=2,3", "--seeds=0,1"]

@@ -17,14 +17,15 @@ from qsm_jax.program import evaluation, run_config
 from qsm_jax.program.envs import make_env
 from qsm_jax.program.metrics import read_metrics
 from qsm_jax.program.replay import replay_init
-from qsm_jax.program.train import RunConfig, restore_run, train_and_evaluate
+from qsm_jax.program.restore import restore_run
+from qsm_jax.program.train import RunConfig, train_and_evaluate
 
-from .helpers import ROOT, TINY_AGENT, TINY_FLAGS, _run_py, _tiny  # noqa: F401 (helpers registers QSMTestEpisodes-v0)
+from .helpers import ROOT, TINY_AGENT, TINY_FLAGS, run_py, tiny_run  # noqa: F401 (helpers registers QSMTestEpisodes-v0)
 
 
 def test_run_py_end_to_end_writes_outputs(tmp_path):
     workdir = tmp_path / "run"
-    out = _run_py(
+    out = run_py(
         "--env=Pendulum-v1",
         "--max_steps=300",
         "--start_steps=100",
@@ -50,9 +51,9 @@ def test_run_py_end_to_end_writes_outputs(tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-    full = train_and_evaluate(_tiny(), str(tmp_path / "full"), progress=False)
-    train_and_evaluate(_tiny(max_steps=200), str(tmp_path / "split"), progress=False)
-    resumed = train_and_evaluate(_tiny(), str(tmp_path / "split"), progress=False)
+    full = train_and_evaluate(tiny_run(), str(tmp_path / "full"), progress=False)
+    train_and_evaluate(tiny_run(max_steps=200), str(tmp_path / "split"), progress=False)
+    resumed = train_and_evaluate(tiny_run(), str(tmp_path / "split"), progress=False)
     # Deterministic on CPU: same seed and flags, identical evaluation returns.
     assert resumed["history"] == full["history"]
     state_a, buffer_a, meta_a = restore_run(str(tmp_path / "full"))
@@ -109,7 +110,7 @@ def test_sigkill_mid_training_then_rerun_completes(tmp_path):
     killed_at = max(r["step"] for r in read_metrics(str(workdir)))
     assert 450 <= killed_at < 1200
 
-    out = _run_py(*flags)
+    out = run_py(*flags)
     assert out.returncode == 0, out.stderr
     assert "final evaluation at step 1200" in out.stdout
     rows = read_metrics(str(workdir))
@@ -131,7 +132,7 @@ def test_sigkill_mid_training_then_rerun_completes(tmp_path):
     ],
 )
 def test_bad_flags_and_envs_exit_with_a_message(tmp_path, args, message):
-    out = _run_py(f"--workdir={tmp_path / 'w'}", "--max_steps=10", *TINY_FLAGS, *args)
+    out = run_py(f"--workdir={tmp_path / 'w'}", "--max_steps=10", *TINY_FLAGS, *args)
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -139,8 +140,8 @@ def test_bad_flags_and_envs_exit_with_a_message(tmp_path, args, message):
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     workdir = str(tmp_path / "w")
-    train_and_evaluate(_tiny(max_steps=200), workdir, progress=False)
-    other = _tiny(
+    train_and_evaluate(tiny_run(max_steps=200), workdir, progress=False)
+    other = tiny_run(
         agent=qsm_jax.QSMConfig(
             **{
                 **TINY_AGENT.to_dict(),
@@ -160,19 +161,21 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
 
 def test_a_run_written_before_an_option_existed_resumes():
     """Fields a saved config lacks (options added later) read as their defaults, not as a mismatch."""
-    current = _tiny().to_dict()
+    current = tiny_run().to_dict()
     older = json.loads(json.dumps(current))
     for name in ("entropy_temperature", "exploration", "eval_sampling"):
         del older["agent"][name]
     del older["checkpoint_env_state"]
     run_config.check_same_experiment(older, current, "workdir 'w'")  # no error
-    changed = _tiny(agent=qsm_jax.QSMConfig(**{**TINY_AGENT.to_dict(), "eval_sampling": "noise_free"})).to_dict()
+    changed = tiny_run(agent=qsm_jax.QSMConfig(**{**TINY_AGENT.to_dict(), "eval_sampling": "noise_free"})).to_dict()
     with pytest.raises(ValueError, match=r"eval_sampling='chain' there, 'noise_free' now"):
         run_config.check_same_experiment(older, changed, "workdir 'w'")
 
 
 def test_only_true_terminations_are_stored_as_terminals(tmp_path):
-    train_and_evaluate(_tiny(env="QSMTestEpisodes-v0", max_steps=300, start_steps=300), str(tmp_path), progress=False)
+    train_and_evaluate(
+        tiny_run(env="QSMTestEpisodes-v0", max_steps=300, start_steps=300), str(tmp_path), progress=False
+    )
     _, buffer, _ = restore_run(str(tmp_path))
     next_obs, terminals = buffer.data.next_observations[0, :300], buffer.data.terminals[0, :300]
     should_terminate = (next_obs[:, 0] == 3) & (next_obs[:, 1] == 0)

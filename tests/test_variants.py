@@ -182,6 +182,7 @@ def test_variant_config_errors():
         ({"lam": 0.0}, "lam must be"),
         ({"num_action_samples": 0}, "num_action_samples must be"),
         ({"grad_rms_decay": 1.0}, "grad_rms_decay must be"),
+        ({"anchor": "target"}, "anchor must be one of"),
     ):
         with pytest.raises(ValueError, match=message):
             qsm_jax.QSMConfig(**kwargs)
@@ -233,3 +234,21 @@ def test_reference_defaults_compute_the_pre_variant_update(tiny_config):
 
     for a, b in zip(leaves(new), leaves(old), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_the_policy_anchor_noises_fresh_chain_samples_of_the_current_actor(tiny_config):
+    """anchor="policy": the actor step is the replay-anchored step on a batch whose actions are
+    chain samples of the current actor at the batch's states (drawn with fold_in(noise_key, 2))."""
+    cfg = dataclasses.replace(tiny_config, score_target="mirror", normalize_grad=True, anchor="policy")
+    state = qsm_jax.create_train_state(jax.random.key(0), 3, 2, cfg)
+    batch = _batch(0)
+    level_key, noise_key = jax.random.split(jax.random.key(7))
+    by_policy = learner.actor_update(state, state.critic, batch, level_key, noise_key, cfg.lam)
+    samples = diffusion.sample_chain(state.actor, cfg, batch.observations, jax.random.fold_in(noise_key, 2), 2)
+    assert not np.allclose(np.asarray(samples), np.asarray(batch.actions))
+    replay = state.replace(config=dataclasses.replace(cfg, anchor="replay"))
+    by_hand = learner.actor_update(replay, state.critic, batch._replace(actions=samples), level_key, noise_key, cfg.lam)
+    for a, b in zip(jax.tree.leaves(by_policy), jax.tree.leaves(by_hand), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The default anchor leaves train_step as it was (the replay actions).
+    assert qsm_jax.QSMConfig().anchor == "replay"

@@ -77,7 +77,7 @@ def mode_mass(actions: np.ndarray, bandit: Bandit = TWO_D) -> np.ndarray:
     return (d < bandit.mode_radius).mean(0)
 
 
-def _exact_critic(state: Any, bandit: Bandit) -> Any:
+def exact_critic(state: Any, bandit: Bandit) -> Any:
     """``state`` with its critics replaced by the reward (Q = r on this one-step task): every critic
     of the ensemble returns r(a), its parameters get zero gradients, so ``grad_a Q`` is exact."""
 
@@ -110,12 +110,12 @@ def train_on_bandit(
 ) -> tuple[Any, dict[str, Any]]:
     """Trains ``algo`` with ``config`` on ``bandit``; returns (state, summary of 4096 policy samples
     and the last update's metrics). With ``exact_gradient`` the agent's critics are the reward
-    itself (``_exact_critic``), which separates the critic's error from the policy's."""
+    itself (``exact_critic``), which separates the critic's error from the policy's."""
     algorithm = get_algorithm(algo)
     dim = bandit.dim
     state = algorithm.create_train_state(jax.random.key(seed), 1, dim, config)
     if exact_gradient:
-        state = _exact_critic(state, bandit)
+        state = exact_critic(state, bandit)
     sample = jax.jit(algorithm.policy_sample, static_argnames="explore")
     rng = np.random.default_rng(seed)
     obs = np.ones((batch_size, 1), np.float32)

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rliable import library as rly  # noqa: E402
 from rliable import metrics as rly_metrics  # noqa: E402
 
-from harness import benchmark  # noqa: E402
+from harness import benchmark, screening  # noqa: E402
 
 BOOTSTRAP_REPS = 5_000
 MIN_SEEDS_AGGREGATE = 3
@@ -33,9 +33,13 @@ MIN_SEEDS_AGGREGATE = 3
 # the authors' raw result files): (env, label, max_steps) -> return.
 PUBLIC = {("Walker2d-v4", "SAC", 100_000): 690.0}
 REFERENCE = "SAC"  # the aggregate normalises by, and compares every other label with, this one
+# What `make report` rebuilds: results/learning/README.md with these suites, and the generated blocks
+# (between markers) of these files; tests/test_generated.py checks that the committed files equal it.
+REPORTED_SUITES = ("core100k", "variants100k", "dmc100k", "maxent100k", "scale100k")
+REPORTED_DOCS = ("README.md", "docs/variants.md")
 
 
-def _interval_estimates(scores: dict, func, seed: int = 0) -> tuple[dict, dict]:
+def interval_estimates(scores: dict, func, seed: int = 0) -> tuple[dict, dict]:
     """``rliable``'s stratified bootstrap (95% percentile CIs), seeded for reproducible reports.
 
     rliable draws its resampling indices from NumPy's global generator (``np.random.choice``), not
@@ -144,7 +148,7 @@ def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> 
         mean = curves.mean(0)
         ax.plot(steps, mean, color=f"C{i}", label=f"{algo} ({len(records)} seed{'s' * (len(records) > 1)})")
         if len(records) >= 2:  # 95% bootstrap band of the mean over seeds, per step
-            _, band = _interval_estimates({algo: curves[:, None, :]}, lambda s: s.mean(axis=(0, 1)))
+            _, band = interval_estimates({algo: curves[:, None, :]}, lambda s: s.mean(axis=(0, 1)))
             ax.fill_between(steps, band[algo][0], band[algo][1], color=f"C{i}", alpha=0.2)
     fit_title(fig, title)
     ax.set_xlabel("env steps")
@@ -179,9 +183,9 @@ def aggregate(
         ).T
         for a in algos
     }  # (runs, envs)
-    iqm, iqm_ci = _interval_estimates(scores, rly_metrics.aggregate_iqm)
+    iqm, iqm_ci = interval_estimates(scores, rly_metrics.aggregate_iqm)
     pairs = {a: (scores[a], scores[reference]) for a in algos if a != reference}
-    poi, poi_ci = _interval_estimates(pairs, probability_of_improvement, seed=1)
+    poi, poi_ci = interval_estimates(pairs, probability_of_improvement, seed=1)
     return {
         "reference": reference,
         "algos": algos,
@@ -250,7 +254,7 @@ def _walls(records: list[dict]) -> str:
     return ", ".join("-" if w is None else f"{100 * w:.0f}%" for w in shares)
 
 
-def _temperature_lines(cells: dict, envs: list[str], algos: list[str]) -> list[str]:
+def temperature_lines(cells: dict, envs: list[str], algos: list[str]) -> list[str]:
     """The automatic temperature's trajectory of the units that learn it: per seed, its value at a
     quarter, half and the end of training (from the unit's "temperature" record)."""
     lines = []
@@ -281,7 +285,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
             records.get(u.key, u)
         )
     lines = _table_lines(name, units, cells, pending, envs, algos)
-    lines += _temperature_lines(cells, envs, algos)
+    lines += temperature_lines(cells, envs, algos)
     names = [
         f"{a} = {a.split('-')[0]} with {_settings(benchmark.VARIANTS[a])}" for a in algos if a in benchmark.VARIANTS
     ]
@@ -497,9 +501,10 @@ def write_report(
         for name, section in zip(suites, body, strict=True):
             _update_readme_block(doc, name, section, rel)
     write_answer(units_dir, docs, suites)
-    table = configuration_table(units_dir)
+    table, screened = configuration_table(units_dir), screening.screening_table(units_dir)
     for doc in docs:
         _replace_block(doc, *CONFIG_MARKERS, table)
+        _replace_block(doc, *screening.MARKERS, screened)
     return path
 
 
@@ -542,7 +547,7 @@ CONFIG_MARKERS = (
 )
 
 
-def _cpu_name(cpu: str) -> str:
+def cpu_name(cpu: str) -> str:
     return cpu.replace("(R)", "").replace(" Processor", "").strip()
 
 
@@ -566,7 +571,7 @@ def configuration_table(units_dir: str) -> str:
         name = benchmark.label(benchmark.unit_of(record).config)
         done[name] += 1
         if record.get("env_steps_per_s"):
-            rates[name][(_cpu_name(record["machine"]["cpu"]), record["env"])].append(record["env_steps_per_s"])
+            rates[name][(cpu_name(record["machine"]["cpu"]), record["env"])].append(record["env_steps_per_s"])
     cpus = sorted({cpu for by_pair in rates.values() for cpu, _ in by_pair})
     head = " | ".join(f"env steps/s per core, {cpu}" for cpu in cpus)
     lines = [

@@ -92,7 +92,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: SA
     )
 
 
-def _sample_with_log_prob(actor: TrainState, params, observations, key) -> tuple[jax.Array, jax.Array]:
+def sample_with_log_prob(actor: TrainState, params, observations, key) -> tuple[jax.Array, jax.Array]:
     """Reparameterised tanh-Gaussian sample and its log-density (with the tanh correction)."""
     mean, log_std = actor.apply_fn({"params": params}, observations)
     std = jnp.exp(log_std)
@@ -110,7 +110,7 @@ def train_step(state: SACState, batch: Batch) -> tuple[SACState, dict[str, jax.A
     key, next_key, actor_key = jax.random.split(state.key, 3)
     temperature = state.temperature.apply_fn({"params": state.temperature.params})
 
-    next_actions, next_log_prob = _sample_with_log_prob(
+    next_actions, next_log_prob = sample_with_log_prob(
         state.actor, state.actor.params, batch.next_observations, next_key
     )
     critic_grads, critic_aux = jax.grad(losses.critic_loss, has_aux=True)(
@@ -126,7 +126,7 @@ def train_step(state: SACState, batch: Batch) -> tuple[SACState, dict[str, jax.A
     target_critic_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
 
     def actor_loss(params):
-        actions, log_prob = _sample_with_log_prob(state.actor, params, batch.observations, actor_key)
+        actions, log_prob = sample_with_log_prob(state.actor, params, batch.observations, actor_key)
         q = critic.apply_fn({"params": critic.params}, batch.observations, actions).min(axis=0)
         return (temperature * log_prob - q).mean(), log_prob
 
@@ -160,5 +160,5 @@ def train_step(state: SACState, batch: Batch) -> tuple[SACState, dict[str, jax.A
 def policy_sample(state: SACState, observations: jax.Array, key: jax.Array, explore: bool = False) -> jax.Array:
     """Training actions (``explore``) sample the tanh-Gaussian; evaluation takes its mode tanh(mean)."""
     if explore:
-        return _sample_with_log_prob(state.actor, state.actor.params, observations, key)[0]
+        return sample_with_log_prob(state.actor, state.actor.params, observations, key)[0]
     return jnp.tanh(state.actor.apply_fn({"params": state.actor.params}, observations)[0])

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from qsm_jax.program.replay import ReplayBuffer, replay_to_host
 
@@ -67,7 +68,7 @@ class RunCheckpointer:
                 self.manager.save(step, args=args)
                 self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 (a full or read-only disk surfaces as several error types)
-            _mute_late_reader_errors()
+            mute_late_reader_errors()
             text = str(e)
             code = next((c for c, words in _DISK_ERRORS.items() if words in text), errno.EIO)
             raise OSError(
@@ -88,7 +89,7 @@ class RunCheckpointer:
                 with _quiet():
                     out.append((step, self.restore_meta(step)))
             except Exception:  # noqa: BLE001 (any failure to read means damage)
-                _mute_late_reader_errors()
+                mute_late_reader_errors()
         return out
 
     def restore(self, step: int, state_template: Any, empty_buffers: ReplayBuffer) -> tuple[Any, dict, dict]:
@@ -107,17 +108,20 @@ class RunCheckpointer:
             )
             return self.manager.restore(step, args=args)
 
-        try:
-            restored = restore_as(template)
-            states = restored["state"]
-        except ValueError as e:
-            if "tree structures do not match" not in str(e) or not dataclasses.is_dataclass(template):
-                raise
+        if dataclasses.is_dataclass(template) and set(self.stored_state_fields(step)) != _pytree_fields(template):
             # Written before optional state fields (None unless their option is on) existed: restore the
             # fields it has; the config check has already made sure the new ones are off (None).
-            restored = restore_as(_fields_present(template))
+            restored = restore_as(fields_present(template))
             states = state_template.replace(**restored["state"])
+        else:
+            restored = restore_as(template)
+            states = restored["state"]
         return states, {k: np.asarray(v) for k, v in restored["buffer"].items()}, meta
+
+    def stored_state_fields(self, step: int) -> list[str]:
+        """The top-level fields of the state saved at ``step``, read from the checkpoint's metadata."""
+        path = epath.Path(self.directory) / str(step) / "state"
+        return list(ocp.StandardCheckpointHandler().metadata(path).keys())
 
     def restore_checked(self, step: int, state_template: Any, empty_buffers: ReplayBuffer):
         """``restore`` of one step, with a one-line ValueError if it is missing or damaged."""
@@ -128,7 +132,7 @@ class RunCheckpointer:
             with _quiet():
                 return self.restore(step, state_template, empty_buffers)
         except Exception as e:  # noqa: BLE001 (any failure to read means damage)
-            _mute_late_reader_errors()
+            mute_late_reader_errors()
             raise ValueError(
                 f"checkpoint {step} in {self.directory} is damaged or incomplete ({type(e).__name__}); "
                 "restore without a step for the newest intact one"
@@ -181,7 +185,7 @@ class RunCheckpointer:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.move(src, dst)
             done = f"moved to {dst}"
-        _mute_late_reader_errors()
+        mute_late_reader_errors()
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         print(
             f"warning: checkpoint {src} is damaged or incomplete ({type(error).__name__}: {reason}); "
@@ -196,7 +200,12 @@ class RunCheckpointer:
         self.manager.close()
 
 
-def _fields_present(state: Any) -> dict:
+def _pytree_fields(state: Any) -> set[str]:
+    """The names of a state dataclass's pytree fields (what today's layout saves, None ones included)."""
+    return {f.name for f in dataclasses.fields(state) if f.metadata.get("pytree_node", True)}
+
+
+def fields_present(state: Any) -> dict:
     """A state dataclass's pytree fields that are not None, as a dict (the layout of its checkpoint)."""
     return {
         f.name: getattr(state, f.name)
@@ -209,7 +218,7 @@ def _fields_present(state: Any) -> dict:
 _UNAWAITED_ORBAX_READER = r"coroutine '[^']*(_read_\w+|deserialize\w*)' was never awaited"
 
 
-def _mute_late_reader_errors() -> None:
+def mute_late_reader_errors() -> None:
     """After a failed read, Orbax's asyncio reader tasks may log "Task exception was never retrieved"
     with a traceback when they are collected, and its reader coroutines may be collected unfinished
     ("Exception ignored in: <coroutine ...>" through ``sys.unraisablehook``) or never started (a

@@ -295,3 +295,28 @@ class EnvPool:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def derived_seed(*entropy: int) -> int:
+    """A 31-bit seed derived from ``entropy`` (e.g. run seed, purpose, index): env resets, evaluations."""
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+def check_rendering(env, env_id: str) -> None:
+    """One-line ValueError naming what to install where ``env`` (made with ``render=True``) cannot
+    render offscreen (``--video_interval``)."""
+    try:
+        import mujoco
+
+        context = mujoco.GLContext(16, 16)  # fails cleanly where no offscreen backend is set up
+        context.make_current()
+        context.free()
+        env.reset(seed=0)
+        frame = env.render()
+        assert frame is not None and frame.ndim == 3
+    except Exception as e:  # noqa: BLE001 (any failure means no usable offscreen backend)
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"--video_interval needs offscreen rendering of {env_id}, which failed ({reason}); install EGL "
+            "(e.g. apt install libegl1) or OSMesa (libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+        ) from None

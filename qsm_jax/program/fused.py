@@ -9,13 +9,18 @@ sampled inside the compiled function from the device-resident replay buffer, and
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from qsm_jax.algorithms import algorithm_of
+from qsm_jax.algorithms import ALGORITHMS, algorithm_of
 from qsm_jax.program.replay import ReplayBuffer, replay_add, replay_sample_after_add
 from qsm_jax.types import AgentState, Batch
+
+if TYPE_CHECKING:
+    from qsm_jax.program.run_config import RunConfig
 
 
 def act_and_learn(
@@ -128,3 +133,28 @@ def act_seeds(
         return algorithm_of(state).policy_sample(state, obs, key, explore=explore)
 
     return _per_seed(one, states, observations, step_keys)
+
+
+def seed_sharding(num_seeds: int) -> jax.sharding.Sharding:
+    """Shards a leading seed axis over as many devices as divide ``num_seeds``."""
+    devices = jax.devices()
+    count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    mesh = jax.sharding.Mesh(np.array(devices[:count]), ("seed",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
+
+
+def _stack(trees: list) -> Any:
+    """Stacks same-shaped pytrees (equal static fields: ``qsm_jax.common``) on a new leading axis."""
+    leaves = [jnp.stack(xs) for xs in zip(*map(jax.tree.leaves, trees), strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(trees[0]), leaves)
+
+
+def init_agents(config: RunConfig, obs_dim: int, action_dim: int) -> tuple[Any, jax.Array]:
+    """K agents stacked on a leading axis, each exactly as ``create_train_state`` makes it for its
+    seed, and their loop keys (K, 2) (batch sampling, acting, evaluation)."""
+    states, loop_keys = [], []
+    for k in range(config.num_seeds):
+        init_key, loop_key = jax.random.split(jax.random.key(config.seed + k))
+        states.append(ALGORITHMS[config.algo].create_train_state(init_key, obs_dim, action_dim, config.agent))
+        loop_keys.append(jax.random.key_data(loop_key))
+    return _stack(states), jnp.stack(loop_keys)

@@ -1,0 +1,258 @@
+"""Learning-benchmark units: a unit is one training run, (algorithm, env, seed, max_steps, every other
+setting), i.e. one single-seed ``RunConfig``, identified by its key; a finished unit is one small JSON
+file under ``results/learning/units/`` named by that key. Also the named configurations (``VARIANTS``)
+that label units, and reading, writing and importing unit files.
+
+Reasons to change this file: what a unit is, its key, its file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+from qsm_jax.algorithms import get_algorithm
+from qsm_jax.program.run_config import RunConfig
+from qsm_jax.program.workdir import write_text_atomically
+
+SCHEMA = 1
+UNITS_DIR = os.path.join("results", "learning", "units")
+
+# Settings every learning-benchmark unit shares (no per-task tuning): the reference agent defaults,
+# evaluation every 5k env steps over 10 episodes, a checkpoint every 10k steps (units resume).
+# Checkpoints end the episodes in progress (the rule the first units ran under; env state is not
+# saved with unit checkpoints, so an interrupted unit resumes from its last 10k-step checkpoint).
+BENCH_SETTINGS = {
+    "start_steps": 10_000,
+    "eval_interval": 5_000,
+    "eval_episodes": 10,
+    "checkpoint_interval": 10_000,
+    "checkpoint_env_state": False,
+    "checkpoint_every_minutes": 0.0,
+}
+
+# What a unit's key hashes. The settings each config had when its first units were computed are
+# hashed whatever their value (frozen: never edit these lists). Every setting added since is hashed
+# only when it differs from its default, so a new option whose default reproduces today's update
+# needs no edit here and every committed unit keeps its key (tests/test_benchmark.py checks each
+# committed file).
+HASHED_ALWAYS = {
+    "run": (
+        "env", "seed", "max_steps", "start_steps", "batch_size", "buffer_size", "eval_interval",
+        "eval_episodes", "checkpoint_interval", "log_interval", "utd", "num_envs", "num_seeds", "algo",
+    ),
+    "qsm": (
+        "actor_hidden_dims", "critic_hidden_dims", "time_features", "time_hidden_dims", "num_critics",
+        "actor_lr", "actor_lr_decay_steps", "critic_lr", "gamma", "tau", "diffusion_steps", "beta_schedule",
+        "temperature", "clip_sampler", "exploration_noise", "target_noise", "alpha",
+    ),
+    "sac": (
+        "actor_hidden_dims", "critic_hidden_dims", "num_critics", "actor_lr", "critic_lr", "temperature_lr",
+        "gamma", "tau", "initial_temperature", "target_entropy_scale",
+    ),
+    "td3": (
+        "actor_hidden_dims", "critic_hidden_dims", "num_critics", "actor_lr", "critic_lr", "gamma", "tau",
+        "exploration_noise", "policy_noise", "noise_clip", "policy_delay",
+    ),
+    "dql": (
+        "actor_hidden_dims", "critic_hidden_dims", "time_features", "time_hidden_dims", "num_critics",
+        "actor_lr", "actor_lr_decay_steps", "critic_lr", "gamma", "tau", "diffusion_steps", "beta_schedule",
+        "temperature", "clip_sampler", "exploration_noise", "target_noise", "eta",
+    ),
+}  # fmt: skip
+# Run settings added later whose default is not what the earlier units ran: that value (hashed only
+# when a unit differs from it; a record that lacks the setting ran with it).
+LEGACY_RUN_VALUES = {"checkpoint_env_state": False, "checkpoint_every_minutes": 0.0}
+_NONE = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One learning run: a single-seed ``RunConfig``, identified by ``key``."""
+
+    config: RunConfig
+
+    def __post_init__(self) -> None:
+        if self.config.num_seeds != 1:
+            raise ValueError(f"a unit is one seed: num_seeds must be 1, got {self.config.num_seeds}")
+
+    @property
+    def config_hash(self) -> str:
+        """First 10 hex digits of the SHA-256 of the hashed settings as sorted JSON: those in
+        ``HASHED_ALWAYS``, and every other one that differs from its default (``LEGACY_RUN_VALUES``
+        for the run settings that have one)."""
+        d = self.config.to_dict()
+        run_defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)} | LEGACY_RUN_VALUES
+        agent_defaults = get_algorithm(self.config.algo).config_cls().to_dict()
+
+        def hashed(settings: dict, always: tuple, defaults: dict) -> dict:
+            return {k: v for k, v in settings.items() if k in always or defaults.get(k, _NONE) != v}
+
+        agent = hashed(d.pop("agent"), HASHED_ALWAYS[self.config.algo], agent_defaults)
+        text = json.dumps({**hashed(d, HASHED_ALWAYS["run"], run_defaults), "agent": agent}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def key(self) -> str:
+        """``<algo>_<env>_seed<seed>_<steps>_<hash>``: file name of the unit and of its run folder."""
+        c = self.config
+        steps = f"{c.max_steps // 1000}k" if c.max_steps % 1000 == 0 else str(c.max_steps)
+        return f"{c.algo}_{c.env.replace('/', '-')}_seed{c.seed}_{steps}_{self.config_hash}"
+
+    def path(self, units_dir: str = UNITS_DIR) -> str:
+        return os.path.join(units_dir, self.key + ".json")
+
+    def done(self, units_dir: str = UNITS_DIR) -> bool:
+        return os.path.exists(self.path(units_dir))
+
+
+def unit_of(record: dict) -> Unit:
+    """The unit a record's stored config describes. Settings added after the record was written take
+    the values it ran with (their defaults; ``LEGACY_RUN_VALUES``), so ``unit_of(record).key ==
+    record["key"]`` for every unit this code can run."""
+    return Unit(RunConfig.from_dict({**LEGACY_RUN_VALUES, **record["config"]}))
+
+
+def label(config: RunConfig) -> str:
+    """The name a unit's results are grouped under: the algorithm, a named variant (``VARIANTS``,
+    e.g. ``QSM-mirror``), or the algorithm plus every agent setting that differs from its defaults,
+    e.g. ``QSM (score_target=tilted, lam=0.1)``."""
+    cls = get_algorithm(config.algo).config_cls
+    for name, settings in VARIANTS.items():
+        if name.split("-")[0].lower() == config.algo and config.agent == cls(**settings):
+            return name
+    defaults = cls().to_dict()
+    changed = [f"{k}={_short(v)}" for k, v in config.agent.to_dict().items() if defaults.get(k) != v]
+    return config.algo.upper() + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _short(value: Any) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def make_unit(algo: str, env: str, seed: int, max_steps: int, agent: dict | None = None, **run: Any) -> Unit:
+    """A unit at the benchmark settings (``BENCH_SETTINGS``) with the algorithm's defaults, unless
+    overridden by ``agent`` (agent-config fields) or ``run`` (``RunConfig`` fields)."""
+    config = RunConfig(
+        env=env,
+        algo=algo,
+        seed=seed,
+        max_steps=max_steps,
+        agent=get_algorithm(algo).config_cls(**(agent or {})),
+        **{**BENCH_SETTINGS, **run},
+    )
+    return Unit(config)
+
+
+def _grid(algos, envs, seeds, max_steps, agent=None, **run) -> list[Unit]:
+    return [make_unit(a, e, s, max_steps, agent, **run) for a in algos for e in envs for s in seeds]
+
+
+VARIANT_NORM = {"normalize_grad": True, "alpha": 1.0}
+VARIANT_MIRROR = {"score_target": "mirror", "lam": 1.0, "normalize_grad": True, "num_action_samples": 8}
+# Max-ent QSM (docs/algorithm.md, "Maximum-entropy QSM"), one setting for every task, chosen a priori:
+# the mirror variant's target and best-of-8 acting, its tilt set by the automatic temperature (SAC's
+# initial value 1 and target entropy -A) instead of a normalised gradient; 2 noise draws per level
+# keep the update at 0.67x the paper's rate (results/speed.md, (h)).
+VARIANT_MAXENT = {
+    "score_target": "mirror",
+    "entropy_temperature": 1.0,
+    "auto_temperature": True,
+    "entropy_draws": 2,
+    "num_action_samples": 8,
+}
+# The same, with the entropy read from 2 chain samples per state (``losses.sample_entropy``, which sees the
+# walls the denoiser estimate is blind to): only the estimate differs, at the same cost per update.
+VARIANT_MAXENT_SAMPLES = {**VARIANT_MAXENT, "entropy_estimate": "samples"}
+# A screening candidate (docs/variants.md, "Screening"): the mirror variant with its pull-back anchored on
+# the current policy's own chain samples instead of replay actions.
+VARIANT_MIRROR_POLICY = {**VARIANT_MIRROR, "anchor": "policy"}
+# Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
+# it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
+WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
+WIDTH_256 = {"actor_hidden_dims": (256, 256), "critic_hidden_dims": (256, 256)}
+# Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
+# for run.py): an agent config of that algorithm with these settings is labelled by the name.
+VARIANTS = {
+    "QSM-norm": VARIANT_NORM,
+    "QSM-mirror": VARIANT_MIRROR,
+    "QSM-mirror-policy": VARIANT_MIRROR_POLICY,
+    "QSM-maxent": VARIANT_MAXENT,
+    "QSM-maxent-samples": VARIANT_MAXENT_SAMPLES,
+    "QSM-256": WIDTH_256,
+    "SAC-512": WIDTH_512,
+}
+
+
+def write_unit(record: dict, path: str) -> None:
+    """Writes a unit record atomically (a killed writer leaves no half file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_text_atomically(path, json.dumps(record, indent=1) + "\n")
+
+
+def load_unit(path: str) -> dict:
+    with open(path) as f:
+        record = json.load(f)
+    if record.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: unit schema {record.get('schema')!r}, this code reads {SCHEMA}")
+    return record
+
+
+def load_units(units_dir: str = UNITS_DIR) -> list[dict]:
+    """Every unit record in ``units_dir`` (none if it does not exist)."""
+    if not os.path.isdir(units_dir):
+        return []
+    return [load_unit(os.path.join(units_dir, n)) for n in sorted(os.listdir(units_dir)) if n.endswith(".json")]
+
+
+def import_units(source: str, units_dir: str = UNITS_DIR) -> tuple[list[str], list[str]]:
+    """Copies the unit files of ``source`` (a folder, or a tar archive such as the one a lent
+    accelerator machine returns: ``experiments/device/units.sh``) into ``units_dir``.
+
+    A file is taken only if its key re-derives from its stored config (the same code computed it)
+    and no file of that key exists yet: a unit is never written twice.
+
+    Returns:
+      (paths written, keys skipped because they were already there).
+    Raises:
+      ValueError: ``source`` missing, or a file that is not a unit record or whose key does not
+        match its config (one line; nothing is written then).
+    """
+    import tarfile
+
+    if os.path.isdir(source):
+        names = [n for n in sorted(os.listdir(source)) if n.endswith(".json")]
+        texts = {n: _read(os.path.join(source, n)) for n in names}
+    elif os.path.isfile(source) and tarfile.is_tarfile(source):
+        with tarfile.open(source) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".json")]
+            texts = {os.path.basename(m.name): tar.extractfile(m).read().decode() for m in members}
+    else:
+        raise ValueError(f"{source}: neither a folder nor a tar archive of unit files")
+    records = []
+    for name, text in texts.items():
+        try:
+            record = json.loads(text)
+            unit = unit_of(record)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{source}: {name} is not a unit record ({e})") from None
+        if record.get("schema") != SCHEMA or unit.key != record.get("key") or name != unit.key + ".json":
+            raise ValueError(f"{source}: {name}: its key does not match its config (key {record.get('key')!r})")
+        records.append((unit, text))
+    written, skipped = [], []
+    os.makedirs(units_dir, exist_ok=True)
+    for unit, text in records:
+        if unit.done(units_dir):
+            skipped.append(unit.key)
+            continue
+        write_text_atomically(unit.path(units_dir), text)
+        written.append(unit.path(units_dir))
+    return written, skipped
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()

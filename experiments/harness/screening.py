@@ -1,0 +1,87 @@
+"""The screening for one QSM configuration a user can trust, off the walls and at SAC's level
+(docs/variants.md, "Screening"): each candidate's four-peak bandit reward (``scale_bandit.py``), its
+seed-0 return and share of actions at the walls on the three tasks where today's configurations
+disagree most (learning-benchmark units), and its update cost against the paper's (``bench_speed.py``,
+section variants). ``screening_table`` writes the table from those files alone."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from harness import benchmark
+
+# (label of its units, its agent in scale_bandit.py's AGENTS, its update in bench_speed.py's VARIANTS,
+# what it is). The first is the reference every cost is measured against.
+CANDIDATES = (
+    ("QSM", "QSM", "reference (score_target=qsm)", "the paper's target (bang-bang: the reference)"),
+    ("QSM-mirror", "QSM-mirror", "mirror, normalize_grad", "mirror target, anchored on replay actions, best of 8"),
+    (
+        "QSM-mirror-policy",
+        "QSM-mirror-policy",
+        "mirror, normalize_grad, anchor=policy",
+        "mirror target, anchored on the policy's own samples (`--anchor=policy`), best of 8",
+    ),
+)
+REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
+TASKS = ("Hopper-v4", "Walker2d-v4", "dm_control/walker-run-v0")
+BANDIT = os.path.join("results", "screening.json")  # scale_bandit.py --out=results/screening.md
+SPEED = os.path.join("results", "speed.json")
+BANDIT_DIMS = (2, 17)
+MARKERS = ("<!-- screening: begin (written by bench_learning.py --report) -->", "<!-- screening: end -->")
+
+
+def _bandit_cell(runs: list[dict], agent: str, dim: int) -> str:
+    """Mean reward over the seeds (T = 5, learned critic) and the mean number of optima held."""
+    done = [r for r in runs if (r["agent"], r["dim"], r.get("depth", 5), r["critic"]) == (agent, dim, 5, "learned")]
+    if not done:
+        return "pending"
+    reward, held = np.mean([r["reward"] for r in done]), np.mean([r["modes_held"] for r in done])
+    return f"{reward:.2f} ({held:.1f} held, {len(done)} seeds)"
+
+
+def _task_cell(records: list[dict], label: str, env: str) -> str:
+    """The seed-0 unit's final return at 100k env steps, and its share of action dimensions at the walls."""
+    for r in records:
+        if r["env"] == env and r["seed"] == 0 and r["max_steps"] == 100_000:
+            if benchmark.label(benchmark.unit_of(r).config) == label:
+                wall = r["curve"][-1].get("wall_share")
+                return f"{r['final_return']:.0f}" + (f" ({100 * wall:.0f}% walls)" if wall is not None else "")
+    return "pending"
+
+
+def _cost(speed: dict, update: str, reference: str) -> str:
+    rates = speed.get("variants", {})
+    if f"update: {update}" not in rates:
+        return "pending"
+    return f"{rates[f'update: {reference}'] / rates[f'update: {update}']:.2f}x"
+
+
+def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str = SPEED) -> str:
+    """The screening table: one row per ``REFERENCES`` and ``CANDIDATES`` label (pending cells say so)."""
+    records = benchmark.load_units(units_dir)
+    runs = []
+    if os.path.exists(bandit_path):
+        with open(bandit_path) as f:
+            runs = list(json.load(f)["runs"].values())
+    speed = {}
+    if os.path.exists(speed_path):
+        with open(speed_path) as f:
+            speed = json.load(f)
+    tasks = " | ".join(f"{t.removeprefix('dm_control/').removesuffix('-v0')} (seed 0)" for t in TASKS)
+    bandit = " | ".join(f"bandit d = {d}" for d in BANDIT_DIMS)
+    lines = [
+        f"| candidate | what | {bandit} | {tasks} | update cost vs the paper's |",
+        "|---" * (4 + len(TASKS) + 1) + "|",
+    ]
+    reference_update = CANDIDATES[0][2]
+    for label in REFERENCES:
+        cells = " | ".join(_task_cell(records, label, t) for t in TASKS)
+        lines.append(f"| {label} | the reference | {' | '.join('-' for _ in BANDIT_DIMS)} | {cells} | - |")
+    for label, agent, update, what in CANDIDATES:
+        bandit_cells = " | ".join(_bandit_cell(runs, agent, d) for d in BANDIT_DIMS)
+        cells = " | ".join(_task_cell(records, label, t) for t in TASKS)
+        lines.append(f"| {label} | {what} | {bandit_cells} | {cells} | {_cost(speed, update, reference_update)} |")
+    return "\n".join(lines)
