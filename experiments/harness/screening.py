@@ -39,7 +39,7 @@ def _bandit_cell(runs: list[dict], agent: str, dim: int) -> str:
     if not done:
         return "pending"
     reward, held = np.mean([r["reward"] for r in done]), np.mean([r["modes_held"] for r in done])
-    return f"{reward:.2f} ({held:.1f} held, {len(done)} seeds)"
+    return f"{reward:.2f} ({held:.1f} held, {len(done)} seed{'s' * (len(done) > 1)})"
 
 
 def _task_cell(records: list[dict], label: str, env: str) -> str:

@@ -1,0 +1,37 @@
+"""The screening table (docs/variants.md, "Screening") against hand-written files."""
+
+import json
+
+from harness import benchmark, screening
+
+
+def _unit_file(units_dir, label_settings, algo, env, final, wall):
+    unit = benchmark.make_unit(algo, env, 0, 100_000, agent=label_settings)
+    history = [{"step": 100_000, "returns": [final - 1.0, final + 1.0], "wall_share": wall}]
+    benchmark.write_unit(benchmark.unit_record(unit, history, 1.0, 1.0, 0), unit.path(str(units_dir)))
+
+
+def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
+    units = tmp_path / "units"
+    _unit_file(units, benchmark.VARIANT_MIRROR_POLICY, "qsm", "Hopper-v4", 1500.0, 0.25)
+    _unit_file(units, None, "sac", "Hopper-v4", 1700.0, 0.0)
+    _unit_file(units, None, "qsm", "dm_control/walker-run-v0", 500.0, 0.9)
+    runs = {
+        f"k{i}": {"agent": "QSM-mirror-policy", "dim": 2, "depth": 5, "critic": "learned", "reward": r, "modes_held": m}
+        for i, (r, m) in enumerate([(0.8, 1), (0.6, 1), (0.7, 2)])
+    }
+    runs["other depth"] = {**runs["k0"], "depth": 10, "reward": 0.0}
+    runs["exact"] = {**runs["k0"], "critic": "exact", "reward": 0.0}
+    (tmp_path / "bandit.json").write_text(json.dumps({"runs": runs}))
+    rates = {"update: reference (score_target=qsm)": 30.0, "update: mirror, normalize_grad, anchor=policy": 20.0}
+    (tmp_path / "speed.json").write_text(json.dumps({"variants": rates}))
+
+    table = screening.screening_table(str(units), str(tmp_path / "bandit.json"), str(tmp_path / "speed.json"))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()[2:]}
+    assert list(rows) == ["SAC", "SAC-512", "QSM", "QSM-mirror", "QSM-mirror-policy"]
+    policy = rows["QSM-mirror-policy"]
+    # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
+    assert policy[2:4] == ["0.70 (1.3 held, 3 seeds)", "pending"]
+    assert policy[4:7] == ["1500 (25% walls)", "pending", "pending"] and policy[7] == "1.50x |"
+    assert rows["SAC"][4] == "1700 (0% walls)" and rows["QSM"][6] == "500 (90% walls)"
+    assert rows["QSM-mirror"][7] == "pending |" and rows["SAC-512"][4:7] == ["pending"] * 3
