@@ -8,21 +8,35 @@ import sys
 import pytest
 
 from harness import benchmark
+from qsm_jax.program import cli
 from qsm_jax.program.run_config import RunConfig
 
 from .helpers import ROOT
 
 
-def _resolved(*flags: str) -> RunConfig:
+def _resolved(*args: str) -> RunConfig:
+    """The RunConfig run.py would train for ``args`` (its generated flags, parsed in-process; flagfile
+    paths relative to the repository)."""
+    from absl import flags
+
+    values = flags.FlagValues()
+    cli.define_flags(values)
+    values(["run.py", *(a.replace("--flagfile=", f"--flagfile={ROOT}/") for a in args)])
+    return cli.config_from_flags(values)
+
+
+def test_print_config_prints_what_the_flags_resolve_to():
+    """run.py --print_config (the command line itself) gives the in-process resolution's config."""
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), *flags, "--print_config"],
+        [sys.executable, os.path.join(ROOT, "experiments", "run.py"), "--flagfile=configs/qsm_mirror.flags"]
+        + ["--lam=0.5", "--print_config"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    return RunConfig.from_dict(json.loads(out.stdout))
+    assert RunConfig.from_dict(json.loads(out.stdout)) == _resolved("--flagfile=configs/qsm_mirror.flags", "--lam=0.5")
 
 
 @pytest.mark.parametrize(
