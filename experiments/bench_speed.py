@@ -475,7 +475,8 @@ def main(argv):
             kept = json.load(f)  # sections not measured now keep their numbers and provenance
         first = {k: kept[k] for k in now}
         report = {**kept, "provenance": kept.get("provenance") or {s: first for s in list(SECTIONS)[:3] if s in kept}}
-    report.update(buffer_size=FLAGS.buffer_size, rounds=FLAGS.rounds)
+    if {"updates", "loops", "seeds"} & set(FLAGS.sections):  # the header's settings are theirs
+        report.update(buffer_size=FLAGS.buffer_size, rounds=FLAGS.rounds)
     for name in FLAGS.sections:
         report["provenance"][name] = now
         if name != "updates":
