@@ -100,8 +100,18 @@ flags.DEFINE_bool("progress", False, "Progress bar (only with --unit).")
 flags.DEFINE_list(
     "readme",
     [],
-    "With --report: refresh the generated blocks of these files (default: report.REPORTED_DOCS).",
+    "With --report: refresh the generated blocks of these files (default: report.REPORTED_DOCS when the "
+    "report reads the committed units into results/learning, none otherwise).",
 )
+
+
+def _default_docs(reported: tuple[str, ...]) -> list[str]:
+    """The docs a flagless --report refreshes: the project's, but only from the committed units into the
+    committed report (a report of other units, for example a test's, must not rewrite README.md)."""
+    same = all(
+        os.path.abspath(FLAGS[name].value) == os.path.abspath(FLAGS[name].default) for name in ("units_dir", "out_dir")
+    )
+    return list(reported) if same else []
 
 
 def _units() -> list[benchmark.Unit]:
@@ -421,7 +431,7 @@ def main(argv):
             from harness import report
 
             suites = FLAGS.suite if FLAGS["suite"].present else list(report.REPORTED_SUITES)
-            docs = FLAGS.readme if FLAGS["readme"].present else list(report.REPORTED_DOCS)
+            docs = FLAGS.readme if FLAGS["readme"].present else _default_docs(report.REPORTED_DOCS)
             path = report.write_report(FLAGS.units_dir, FLAGS.out_dir, suites, docs)
             print(f"report written to {path}")
             return

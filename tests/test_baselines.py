@@ -125,13 +125,17 @@ def test_bench_learning_runs_pending_units_lists_and_reports(tmp_path):
     assert out.stdout.count("done     ") == 2
     listed = subprocess.run([sys.executable, script, "--suite=smoke", "--list", *dirs], capture_output=True, text=True)
     assert listed.stdout.strip().splitlines()[-1].startswith("2/8 done")
+    docs = {name: open(os.path.join(root, name)).read() for name in ("README.md", "docs/variants.md")}
     report = subprocess.run(
         [sys.executable, script, "--report", "--suite=smoke", *dirs[:1], f"--out_dir={tmp_path / 'out'}"],
         capture_output=True,
         text=True,
         env=env,
+        cwd=root,
     )
     assert report.returncode == 0, report.stderr[-3000:]
+    # A report of other units leaves the project's docs alone (it once rewrote README.md from these two).
+    assert all(open(os.path.join(root, name)).read() == text for name, text in docs.items())
     text = (tmp_path / "out" / "README.md").read_text()
     assert (
         "## Suite `smoke`: 8 units, 2 done, 6 pending" in text and (tmp_path / "out" / "smoke_Pendulum-v1.png").exists()
