@@ -22,16 +22,22 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     }
     runs["other depth"] = {**runs["k0"], "depth": 10, "reward": 0.0}
     runs["exact"] = {**runs["k0"], "critic": "exact", "reward": 0.0}
+    runs["deeper"] = {**runs["k0"], "agent": "QSM-mirror", "depth": 10, "reward": 0.9}
     (tmp_path / "bandit.json").write_text(json.dumps({"runs": runs}))
     rates = {"update: reference (score_target=qsm)": 30.0, "update: mirror, normalize_grad, anchor=policy": 20.0}
-    (tmp_path / "speed.json").write_text(json.dumps({"variants": rates}))
+    depth = {"T=5 QSM": {"updates_per_s": 14.0}, "T=10 QSM-mirror": {"updates_per_s": 10.0}}
+    (tmp_path / "speed.json").write_text(json.dumps({"variants": rates, "depth": depth}))
 
     table = screening.screening_table(str(units), str(tmp_path / "bandit.json"), str(tmp_path / "speed.json"))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()[2:]}
-    assert list(rows) == ["SAC", "SAC-512", "QSM", "QSM-mirror", "QSM-mirror-policy"]
+    assert list(rows) == ["SAC", "SAC-512", "QSM", "QSM-mirror", "QSM-mirror-policy", "QSM-mirror-T10"]
     policy = rows["QSM-mirror-policy"]
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
     assert policy[2:4] == ["0.70 (1.3 held, 3 seeds)", "pending"]
     assert policy[4:7] == ["1500 (25% walls)", "pending", "pending"] and policy[7] == "1.50x |"
     assert rows["SAC"][4] == "1700 (0% walls)" and rows["QSM"][6] == "500 (90% walls)"
     assert rows["QSM-mirror"][7] == "pending |" and rows["SAC-512"][4:7] == ["pending"] * 3
+    # The deeper chain: its bandit runs at T = 10, its cost from the depth section (against T = 5 QSM there).
+    assert (
+        rows["QSM-mirror-T10"][2:4] == ["0.90 (1.0 held, 1 seed)", "pending"] and rows["QSM-mirror-T10"][7] == "1.40x |"
+    )

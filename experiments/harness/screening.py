@@ -13,16 +13,34 @@ import numpy as np
 
 from harness import benchmark
 
-# (label of its units, its agent in scale_bandit.py's AGENTS, its update in bench_speed.py's VARIANTS,
-# what it is). The first is the reference every cost is measured against.
+# A candidate: the label of its units, its agent in scale_bandit.py's AGENTS and the diffusion depth T
+# of its bandit runs, its update's rate in bench_speed.py's results with the paper's update measured
+# in the same section (section, its update, the paper's update), and what it is. The first is the
+# paper's QSM.
 CANDIDATES = (
-    ("QSM", "QSM", "reference (score_target=qsm)", "the paper's target (bang-bang: the reference)"),
-    ("QSM-mirror", "QSM-mirror", "mirror, normalize_grad", "mirror target, anchored on replay actions, best of 8"),
+    (
+        "QSM",
+        ("QSM", 5),
+        ("variants", "update: reference (score_target=qsm)", "update: reference (score_target=qsm)"),
+        "the paper's target (bang-bang: the reference)",
+    ),
+    (
+        "QSM-mirror",
+        ("QSM-mirror", 5),
+        ("variants", "update: mirror, normalize_grad", "update: reference (score_target=qsm)"),
+        "mirror target, anchored on replay actions, best of 8",
+    ),
     (
         "QSM-mirror-policy",
-        "QSM-mirror-policy",
-        "mirror, normalize_grad, anchor=policy",
+        ("QSM-mirror-policy", 5),
+        ("variants", "update: mirror, normalize_grad, anchor=policy", "update: reference (score_target=qsm)"),
         "mirror target, anchored on the policy's own samples (`--anchor=policy`), best of 8",
+    ),
+    (
+        "QSM-mirror-T10",
+        ("QSM-mirror", 10),
+        ("depth", "T=10 QSM-mirror", "T=5 QSM"),
+        "the mirror target with a chain of T = 10 (`--diffusion_steps=10`), best of 8",
     ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
@@ -33,9 +51,9 @@ BANDIT_DIMS = (2, 17)
 MARKERS = ("<!-- screening: begin (written by bench_learning.py --report) -->", "<!-- screening: end -->")
 
 
-def _bandit_cell(runs: list[dict], agent: str, dim: int) -> str:
-    """Mean reward over the seeds (T = 5, learned critic) and the mean number of optima held."""
-    done = [r for r in runs if (r["agent"], r["dim"], r.get("depth", 5), r["critic"]) == (agent, dim, 5, "learned")]
+def _bandit_cell(runs: list[dict], agent: str, depth: int, dim: int) -> str:
+    """Mean reward over the seeds (learned critic) and the mean number of optima held."""
+    done = [r for r in runs if (r["agent"], r["dim"], r.get("depth", 5), r["critic"]) == (agent, dim, depth, "learned")]
     if not done:
         return "pending"
     reward, held = np.mean([r["reward"] for r in done]), np.mean([r["modes_held"] for r in done])
@@ -52,11 +70,17 @@ def _task_cell(records: list[dict], label: str, env: str) -> str:
     return "pending"
 
 
-def _cost(speed: dict, update: str, reference: str) -> str:
-    rates = speed.get("variants", {})
-    if f"update: {update}" not in rates:
+def _cost(speed: dict, section: str, update: str, reference: str) -> str:
+    """The paper's update rate over the candidate's, both from one bench_speed.py section (side by side)."""
+    rates = speed.get(section, {})
+    if update not in rates or reference not in rates:
         return "pending"
-    return f"{rates[f'update: {reference}'] / rates[f'update: {update}']:.2f}x"
+    return f"{_updates_per_s(rates[reference]) / _updates_per_s(rates[update]):.2f}x"
+
+
+def _updates_per_s(entry: float | dict) -> float:
+    """A section's rate: a number (section variants) or a record with ``updates_per_s`` (section depth)."""
+    return entry["updates_per_s"] if isinstance(entry, dict) else entry
 
 
 def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str = SPEED) -> str:
@@ -76,12 +100,11 @@ def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str =
         f"| candidate | what | {bandit} | {tasks} | update cost vs the paper's |",
         "|---" * (4 + len(TASKS) + 1) + "|",
     ]
-    reference_update = CANDIDATES[0][2]
     for label in REFERENCES:
         cells = " | ".join(_task_cell(records, label, t) for t in TASKS)
         lines.append(f"| {label} | the reference | {' | '.join('-' for _ in BANDIT_DIMS)} | {cells} | - |")
-    for label, agent, update, what in CANDIDATES:
-        bandit_cells = " | ".join(_bandit_cell(runs, agent, d) for d in BANDIT_DIMS)
+    for label, (agent, depth), cost, what in CANDIDATES:
+        bandit_cells = " | ".join(_bandit_cell(runs, agent, depth, d) for d in BANDIT_DIMS)
         cells = " | ".join(_task_cell(records, label, t) for t in TASKS)
-        lines.append(f"| {label} | {what} | {bandit_cells} | {cells} | {_cost(speed, update, reference_update)} |")
+        lines.append(f"| {label} | {what} | {bandit_cells} | {cells} | {_cost(speed, *cost)} |")
     return "\n".join(lines)

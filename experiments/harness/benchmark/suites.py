@@ -55,7 +55,11 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     ),
     # Screening for one QSM a user can trust (docs/variants.md, "Screening"): each candidate at seed 0 on
     # the three tasks where today's configurations disagree most, before any full units.
-    "screen100k": lambda: _grid(("qsm",), SCREEN_TASKS, (0,), 100_000, agent=units.VARIANT_MIRROR_POLICY),
+    "screen100k": lambda: [
+        unit
+        for agent in (units.VARIANT_MIRROR_POLICY, units.VARIANT_MIRROR_T10)
+        for unit in _grid(("qsm",), SCREEN_TASKS, (0,), 100_000, agent=agent)
+    ],
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
         ("qsm", "sac", "td3", "dql"),
@@ -96,7 +100,8 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     ("2. QSM at SAC's width (256x256) on DeepMind Control", _labelled("dmc100k", "QSM-256")),
     ("3. SAC at QSM's width (512x512) on gym MuJoCo", _labelled("core100k", "SAC-512")),
     (
-        "4. screening: the mirror target anchored on the policy, seed 0 on Hopper, Walker2d, walker-run",
+        "4. screening: the mirror target anchored on the policy, and with T = 10, seed 0 on Hopper, Walker2d, "
+        "walker-run",
         lambda: SUITES["screen100k"](),
     ),
     ("5. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
