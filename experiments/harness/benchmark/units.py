@@ -171,7 +171,7 @@ VARIANT_MAXENT_SAMPLES = {**VARIANT_MAXENT, "entropy_estimate": "samples"}
 # the current policy's own chain samples instead of replay actions.
 VARIANT_MIRROR_POLICY = {**VARIANT_MIRROR, "anchor": "policy"}
 # The mirror variant with a deeper chain (T = 10 instead of 5): on the four-peak bandit it lifted the
-# mirror target's reward (d = 2) at 1.17x the paper's update cost (results/screening.md, speed.md (i)).
+# mirror target's reward (d = 2) at 1.17x the paper's update cost (results/screening.md, results/speed.md (i)).
 VARIANT_MIRROR_T10 = {**VARIANT_MIRROR, "diffusion_steps": 10}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
