@@ -564,9 +564,19 @@ def test_equal_width_pairs_each_qsm_with_the_sac_of_its_width_in_the_report_and_
         for u in us:
             assert benchmark.label(u.config) == label
             records[u.key] = _fake_record(u, [kinds[label][2] + 10 * u.config.seed] * 2, rng=rng)
+            records[u.key]["env_steps_per_s"] = 2.5 if label == "QSM-256" else 1.0 + u.config.seed / 10
             (tmp_path / f"{u.key}.json").write_text(json.dumps(records[u.key]))
     answer = report.answer("dmc100k", str(tmp_path))
     assert "QSM as published beats SAC (P(QSM > SAC) = 1.00" in answer  # 700 against 500 at 256x256
+    # QSM-256 against QSM itself: below on every seed, at 1.2 / 2.5 of its time per env step (its
+    # fastest seed's rate against QSM's fastest, on each of the 2 tasks).
+    assert "Against QSM as published, QSM-256 (256x256) has P(QSM-256 > QSM) = 0.00" in answer
+    assert "at 0.48x its time per env step (2 tasks)." in answer
+    # The configuration table's IQM column is the suite's aggregate (QSM's 6 scores over SAC's means: the middle 4).
+    sac = {e: np.mean([report.seed_final(records[u.key]) for u in units["SAC"] if u.config.env == e]) for e in envs}
+    over_sac = np.sort([report.seed_final(records[u.key]) / sac[u.config.env] for u in units["QSM"]])
+    row = next(line for line in report.configuration_table(str(tmp_path)).splitlines() if "| `QSM`: 6 |" in line)
+    assert f"| `QSM`: 6 | {over_sac[1:5].mean():.2f}; - |" in row
     assert "At equal network width, QSM at 256x256 (QSM-256) trails SAC (P(QSM-256 > SAC) = 0.00" in answer
     assert "QSM at 512x512 (QSM) trails SAC-512 (P(QSM > SAC-512) = 0.00" in answer
     assert "QSM's standing against SAC (beats SAC) is its width" in answer
@@ -586,8 +596,16 @@ def test_equal_width_pairs_each_qsm_with_the_sac_of_its_width_in_the_report_and_
     assert "QSM at 256x256 (QSM-256) trails SAC" in answer and "the other width is pending (SAC-512 5 of 6" in answer
     text = open(report.write_report(str(tmp_path), str(out), ["dmc100k"])).read()
     assert "| 512x512 | QSM | SAC-512 | pending (SAC-512 5 of 6 units) | - |" in text
+    # Each width arm against its own algorithm at the other width, with its cost.
+    arm = re.search(
+        r"\| QSM-256 \(256x256\) \| QSM \(512x512\) \| ([\d.]+) \[.*\| (0\.00) \[.*\| 0\.48x \(2 tasks\) \|", text
+    )
+    qsm = {e: np.mean([report.seed_final(records[u.key]) for u in units["QSM"] if u.config.env == e]) for e in envs}
+    ratios = np.sort([report.seed_final(records[u.key]) / qsm[u.config.env] for u in units["QSM-256"]])
+    assert arm and float(arm[1]) == pytest.approx(ratios[1:5].mean(), abs=0.005)
+    assert "| SAC-512 (512x512) | SAC (256x256) | pending (SAC-512 5 of 6 units) | - | 1.00x (2 tasks) |" in text
     # The cost column: the fastest seed's env steps/s on the suite's CPU model.
-    assert "| env steps/s |" in text and "| 1.0 |" in text
+    assert "| env steps/s |" in text and "| 1.2 |" in text  # seed 2, the fastest
 
 
 def test_gym_mujoco_gets_its_own_answer_naming_diffusion_ql_pending(tmp_path, monkeypatch):
@@ -815,7 +833,8 @@ def test_the_configuration_table_puts_each_configurations_cost_beside_its_units(
     cpu = report.cpu_name(benchmark.cpu_model())
     table = report.configuration_table(str(tmp_path)).splitlines()[2:]
     rows = {re.search(r"\| `([\w-]+)`: \d+ \|", line)[1]: line for line in table}
-    assert rows["QSM"].endswith(f"| `QSM`: 2 | 25.0 | {np.median([100 / 25, 100 / 20]):.1f}x (2 tasks) |")
-    assert rows["SAC-512"].endswith(f"| `SAC-512`: 1 | 30.0 | 3.3x ({cpu}, fastest units, other tasks) |")
-    assert rows["SAC"].endswith("| `SAC`: 2 | 100.0 | - |") and rows["DQL"].endswith("| `DQL`: 0 | - | - |")
+    assert rows["QSM"].endswith(f"| `QSM`: 2 | -; - | 25.0 | {np.median([100 / 25, 100 / 20]):.1f}x (2 tasks) |")
+    assert rows["SAC-512"].endswith(f"| `SAC-512`: 1 | -; - | 30.0 | 3.3x ({cpu}, fastest units, other tasks) |")
+    assert rows["SAC"].endswith("| `SAC`: 2 | -; - | 100.0 | - |")
+    assert rows["DQL"].endswith("| `DQL`: 0 | -; - | - | - |")
     assert f"env steps/s per core, {cpu}" in report.configuration_table(str(tmp_path))

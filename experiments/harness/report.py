@@ -273,8 +273,9 @@ def temperature_lines(cells: dict, envs: list[str], algos: list[str]) -> list[st
     return head + ["|---|---|---|---|"] + lines
 
 
-def suite_section(name: str, units_dir: str, out_dir: str) -> str:
-    """The markdown section of one suite: its table, plots and aggregate; writes the plots into ``out_dir``."""
+def suite_cells(name: str, units_dir: str) -> tuple[list, list[str], list[str], dict, dict]:
+    """Suite ``name``'s units, envs and labels (in suite order) and its unit files in ``units_dir``:
+    ``cells`` maps (env, label) to the records done, ``pending`` to the units not run yet."""
     units = benchmark.suite_units(name)
     records = {r["key"]: r for r in benchmark.load_units(units_dir)}
     envs = list(dict.fromkeys(u.config.env for u in units))
@@ -284,6 +285,12 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         (cells if u.key in records else pending)[(u.config.env, benchmark.label(u.config))].append(
             records.get(u.key, u)
         )
+    return units, envs, algos, cells, pending
+
+
+def suite_section(name: str, units_dir: str, out_dir: str) -> str:
+    """The markdown section of one suite: its table, plots and aggregate; writes the plots into ``out_dir``."""
+    units, envs, algos, cells, pending = suite_cells(name, units_dir)
     lines = _table_lines(name, units, cells, pending, envs, algos)
     lines += temperature_lines(cells, envs, algos)
     names = [
@@ -303,6 +310,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
         lines.append(f"![{env}]({png})\n")
     lines += _aggregate_lines(name, cells, envs, algos, out_dir)
     lines += _width_lines(width_pairs(units, cells, envs, algos))
+    lines += _arm_lines(width_arms(units, cells, envs, algos))
     return "\n".join(lines)
 
 
@@ -408,6 +416,13 @@ def width_pairs(units: list, cells: dict, envs: list, algos: list) -> list[dict]
     return out
 
 
+def _iqm_poi(agg: dict, algo: str) -> str:
+    """Two table cells: ``algo``'s IQM and P(``algo`` > the reference), each with its 95% CI."""
+    (lo, hi), (plo, phi) = agg["iqm_ci"][algo], agg["poi_ci"][algo]
+    iqm, poi = f"{agg['iqm'][algo]:.2f}", f"{float(agg['poi'][algo]):.2f}"
+    return f"{iqm} [{lo:.2f}, {hi:.2f}] | {poi} [{float(plo):.2f}, {float(phi):.2f}]"
+
+
 def _width_lines(pairs: list[dict]) -> list[str]:
     """The suite's table at equal width (``width_pairs``)."""
     if not pairs:
@@ -425,12 +440,7 @@ def _width_lines(pairs: list[dict]) -> list[str]:
                 left = [f"{b} {d} of {n} units" for b, (d, n) in pair["done"].items() if b in (a, ref) and d < n]
                 lines.append(f"| {pair['width']} | {a} | {ref} | pending ({', '.join(left)}) | - |")
                 continue
-            lo, hi = agg["iqm_ci"][a]
-            plo, phi = agg["poi_ci"][a]
-            lines.append(
-                f"| {pair['width']} | {a} | {ref} | {agg['iqm'][a]:.2f} [{lo:.2f}, {hi:.2f}] "
-                f"| {float(agg['poi'][a]):.2f} [{float(plo):.2f}, {float(phi):.2f}] |"
-            )
+            lines.append(f"| {pair['width']} | {a} | {ref} | {_iqm_poi(agg, a)} |")
     return [*lines, ""]
 
 
@@ -517,7 +527,8 @@ CONFIGURATIONS = (
         "QSM",
     ),
     (
-        "QSM as published at SAC's network width (256x256 instead of 512x512)",
+        "QSM as published at SAC's network width (256x256 instead of 512x512): a fraction of the cost, a little "
+        "below QSM on DMC (results/learning/README.md, the width arms)",
         "`--flagfile=configs/qsm_256.flags`",
         "QSM-256",
     ),
@@ -559,39 +570,119 @@ def _fastest_per_cpu(rates: dict[tuple[str, str], list[float]]) -> dict[str, flo
     return fastest
 
 
+def width_arms(units: list, cells: dict, envs: list, algos: list) -> list[dict]:
+    """Each width arm of the suite (a label that differs from its algorithm's own label only in its
+    network width, e.g. QSM-256 from QSM) against that label: does the width change what it learns,
+    and what does it cost?
+
+    Returns:
+      Per arm: ``arm``, ``base`` (the label it is compared with), ``width`` and ``base_width``, ``agg``
+      (``aggregate`` of the two normalised by ``base``, None while pending), ``done`` (label -> (units
+      done, units in the suite)) and ``cost`` (``time_ratio`` of the arm against ``base`` on the suite's
+      tasks, None without a shared CPU model).
+    """
+    width, total = widths(units), Counter(benchmark.label(u.config) for u in units)
+    algo_of = {benchmark.label(u.config): u.config.algo for u in units}
+    out = []
+    for arm in algos:
+        settings = benchmark.VARIANTS.get(arm)
+        base = next((b for b in algos if algo_of[b] == algo_of[arm] and b not in benchmark.VARIANTS), None)
+        if not settings or not set(settings) <= WIDTH_SETTINGS or base is None:
+            continue
+        recs = {a: [r for e in envs for r in cells.get((e, a), [])] for a in (base, arm)}
+        out.append(
+            {
+                "arm": arm,
+                "base": base,
+                "width": width[arm],
+                "base_width": width[base],
+                "agg": aggregate(cells, envs, [base, arm], base),
+                "done": {a: (len(recs[a]), total[a]) for a in (base, arm)},
+                "cost": time_ratio(rates_of(recs[arm]), rates_of(recs[base])),
+            }
+        )
+    return out
+
+
+def _arm_lines(arms: list[dict]) -> list[str]:
+    """The suite's table of its width arms (``width_arms``)."""
+    if not arms:
+        return []
+    lines = [
+        "Each width arm against its own algorithm at the other width (normalised by, and compared with, "
+        "the latter; time per env step: the fastest units' training rates on the same CPU model and task, "
+        "median over the tasks):\n",
+        "| arm | against | IQM [95% stratified bootstrap CI] | P(arm > against) [95% CI] | time per env step "
+        "vs against |",
+        "|---|---|---|---|---|",
+    ]
+    for a in arms:
+        cost = f"{a['cost'][0]:.2f}x ({a['cost'][1]})" if a["cost"] else "-"
+        head = f"| {a['arm']} ({a['width']}) | {a['base']} ({a['base_width']}) |"
+        if a["agg"] is None:
+            left = [f"{b} {d} of {n} units" for b, (d, n) in a["done"].items() if d < n]
+            lines.append(f"{head} pending ({', '.join(left)}) | - | {cost} |")
+            continue
+        lines.append(f"{head} {_iqm_poi(a['agg'], a['arm'])} | {cost} |")
+    return [*lines, ""]
+
+
+def rates_of(records: list[dict]) -> dict[tuple[str, str], list[float]]:
+    """(CPU model, env) -> the training rates (env steps/s) of those of ``records`` that measured one."""
+    rates = defaultdict(list)
+    for r in records:
+        if r.get("env_steps_per_s"):
+            rates[(cpu_name(r["machine"]["cpu"]), r["env"])].append(r["env_steps_per_s"])
+    return rates
+
+
+def time_ratio(rates: dict, reference: dict) -> tuple[float, str] | None:
+    """Time per env step of ``rates`` against ``reference`` (each (CPU model, env) -> env steps/s) and
+    what it is measured on: the median over the (CPU model, env) pairs both ran of the reference's
+    fastest rate over the other's ("2 tasks"); without a shared pair, the fastest units' ratio on one
+    CPU model, said so; None without a shared CPU model."""
+    pairs = [pair for pair in rates if pair in reference]
+    if pairs:
+        ratio = float(np.median([max(reference[pair]) / max(rates[pair]) for pair in pairs]))
+        return ratio, f"{len(pairs)} task{'s' * (len(pairs) > 1)}"
+    fastest, fastest_ref = _fastest_per_cpu(rates), _fastest_per_cpu(reference)
+    shared = [cpu for cpu in fastest if cpu in fastest_ref]
+    if not shared:
+        return None
+    return fastest_ref[shared[0]] / fastest[shared[0]], f"{shared[0]}, fastest units, other tasks"
+
+
 def configuration_table(units_dir: str) -> str:
     """The README's table of named configurations (``CONFIGURATIONS``) with, from the unit files, how
-    many units each has and its cost: the fastest unit's env steps/s on one core of each CPU model
-    (units alone on a core; machines of one kind differ up to 2x, so costs compare within a model),
-    and its time per env step against SAC's: the median over the (CPU model, task) pairs where both
-    ran of SAC's fastest rate over its own (without such a pair: the fastest units' ratio on one CPU
-    model, said so)."""
+    many units each has, what it learns and what it costs: its IQM of SAC-normalised final return in
+    each answered suite's aggregate ("-" until it has 3 seeds on every task there), the fastest unit's
+    env steps/s on one core of each CPU model (units alone on a core; machines of one kind differ up
+    to 2x, so costs compare within a model), and its time per env step against SAC's (``time_ratio``)."""
     rates, done = defaultdict(lambda: defaultdict(list)), defaultdict(int)
     for record in benchmark.load_units(units_dir):
         name = benchmark.label(benchmark.unit_of(record).config)
         done[name] += 1
-        if record.get("env_steps_per_s"):
-            rates[name][(cpu_name(record["machine"]["cpu"]), record["env"])].append(record["env_steps_per_s"])
+        for pair, values in rates_of([record]).items():
+            rates[name][pair] += values
+    iqms = {}
+    for suite in ANSWERED:
+        _, envs, algos, cells, _ = suite_cells(suite, units_dir)
+        iqms[suite] = (aggregate(cells, envs, algos) or {}).get("iqm", {})
     cpus = sorted({cpu for by_pair in rates.values() for cpu, _ in by_pair})
     head = " | ".join(f"env steps/s per core, {cpu}" for cpu in cpus)
     lines = [
-        f"| you want | use | units done | {head} | time per env step vs SAC (256x256) |",
-        "|---|---|---|" + "---|" * len(cpus) + "---|",
+        f"| you want | use | units done | IQM vs SAC ({', '.join(ANSWERED)}) | {head} | time per env step vs SAC "
+        "(256x256) |",
+        "|---|---|---|---|" + "---|" * len(cpus) + "---|",
     ]
-    reference = _fastest_per_cpu(rates[REFERENCE])
+    reference = rates[REFERENCE]
     for want, use, name in CONFIGURATIONS:
         fastest = _fastest_per_cpu(rates[name])
-        pairs = [pair for pair in rates[name] if pair in rates[REFERENCE]]
-        versus = "-"
-        shared = [cpu for cpu in fastest if cpu in reference]
-        if pairs and name != REFERENCE:
-            ratio = np.median([max(rates[REFERENCE][pair]) / max(rates[name][pair]) for pair in pairs])
-            versus = f"{ratio:.1f}x ({len(pairs)} task{'s' * (len(pairs) > 1)})"
-        elif shared and name != REFERENCE:  # no task in common yet: the fastest units of each on one CPU
-            cpu = shared[0]
-            versus = f"{reference[cpu] / fastest[cpu]:.1f}x ({cpu}, fastest units, other tasks)"
+        ratio = time_ratio(rates[name], reference) if name != REFERENCE else None
+        versus = f"{ratio[0]:.1f}x ({ratio[1]})" if ratio else "-"
+        learns = "; ".join(f"{iqms[s][name]:.2f}" if name in iqms[s] else "-" for s in ANSWERED)
         cells = " | ".join(f"{fastest[cpu]:.1f}" if cpu in fastest else "-" for cpu in cpus)
-        lines.append(f"| {want} | {use} | `{name}`: {done[name]} | {cells} | {versus} |")
+        lines.append(f"| {want} | {use} | `{name}`: {done[name]} | {learns} | {cells} | {versus} |")
     return "\n".join(lines)
 
 
@@ -699,6 +790,19 @@ def equal_width(pairs: list[dict], before: int) -> str:
     return f" At equal network width, {'; '.join(said)}: {change}{rest}."
 
 
+def narrower_qsm(arms: list[dict]) -> str:
+    """The answer's sentence on QSM as published at another width against itself (``width_arms``):
+    what it learns there and at what time per env step."""
+    said = []
+    for a in arms:
+        if a["base"] != PAPER or a["agg"] is None:
+            continue
+        _, _, stats = _verdict(a["agg"], a["arm"])
+        cost = f", at {a['cost'][0]:.2f}x its time per env step ({a['cost'][1]})" if a["cost"] else ""
+        said.append(f" Against QSM as published, {a['arm']} ({a['width']}) has {stats}{cost}.")
+    return "".join(said)
+
+
 def _task(env: str) -> str:
     return env.split("/")[-1][:-3]  # dm_control/walker-walk-v0 -> walker-walk, Hopper-v4 -> Hopper
 
@@ -709,14 +813,7 @@ def answer(suite: str, units_dir: str) -> str:
     the seeds done; once QSM and SAC have 3 seeds on every task, the rliable aggregate decides
     (P(X > SAC) with its 95% CI, ``versus_sac``); an algorithm with fewer seeds is named pending.
     ``suite`` is one of ``ANSWERED`` (``dmc100k``: the paper's own benchmark)."""
-    units = benchmark.suite_units(suite)
-    records = {r["key"]: r for r in benchmark.load_units(units_dir)}
-    envs = list(dict.fromkeys(u.config.env for u in units))
-    algos = list(dict.fromkeys(benchmark.label(u.config) for u in units))
-    cells = defaultdict(list)
-    for u in units:
-        if u.key in records:
-            cells[(u.config.env, benchmark.label(u.config))].append(records[u.key])
+    units, envs, algos, cells, _ = suite_cells(suite, units_dir)
     done = sum(len(v) for v in cells.values())
 
     def cell(env: str, algo: str) -> str:
@@ -758,6 +855,7 @@ def answer(suite: str, units_dir: str) -> str:
     seeds = "3 seeds" if not agg["pending"] else "the seeds done"
     verdicts = "; ".join(f"{NAMES.get(a, a)} {says(a)}" for a in [PAPER, *others])
     width = equal_width(width_pairs(units, cells, envs, algos), _verdict(agg, PAPER)[0])
+    width += narrower_qsm(width_arms(units, cells, envs, algos))
     return (
         f"**{ANSWERED[suite]}** ({', '.join(_task(e) for e in envs)}, {MIN_SEEDS_AGGREGATE} seeds each), "
         f"{verdicts}.{where}{width} Final return, mean over {seeds}: {per_task}."
