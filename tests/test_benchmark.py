@@ -34,6 +34,7 @@ def _unit(seed=0, **run):
     return benchmark.make_unit("qsm", "Pendulum-v1", seed, 400, agent=TINY, **{**settings, **run})
 
 
+@pytest.mark.slow
 def test_unit_writes_its_file_skips_when_done_and_new_settings_make_a_new_unit(tmp_path, monkeypatch):
     units_dir, runs_dir = str(tmp_path / "units"), str(tmp_path / "runs")
     unit = _unit()

@@ -81,6 +81,7 @@ def test_dmc_episode_ends_as_a_truncation_at_1000_steps():
     pool.close()
 
 
+@pytest.mark.slow
 def test_tiny_qsm_run_on_a_dmc_task_resumes_exactly(tmp_path):
     config = tiny_run(env="dm_control/cheetah-run-v0", eval_episodes=1)
     full = train_and_evaluate(config, str(tmp_path / "full"), progress=False)

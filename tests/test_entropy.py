@@ -202,6 +202,7 @@ def test_soft_target_subtracts_temperature_times_log_pi(tiny_config):
     assert "log_prob" not in m_hard and "temperature" not in m_hard
 
 
+@pytest.mark.slow
 def test_soft_actor_target_is_the_mirror_target_at_lam_temp(tiny_config):
     """With a fixed temperature the actor step equals the plain mirror variant at lam = temp."""
     batch = _batch()

@@ -117,6 +117,7 @@ def _tiny_run(**overrides):
     return tiny_run(**{"max_steps": 300, "eval_interval": 150, "checkpoint_interval": 300, **overrides})
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_separately_trained_seeds(tmp_path):
     together = train_and_evaluate(_tiny_run(num_seeds=2, utd=2), str(tmp_path / "k2"), progress=False)
     apart = [train_and_evaluate(_tiny_run(seed=s, utd=2), str(tmp_path / f"s{s}"), progress=False) for s in (3, 4)]

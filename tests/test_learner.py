@@ -25,7 +25,7 @@ def _random_batch(seed: int, batch: int = BATCH) -> qsm_jax.Batch:
     )
 
 
-@pytest.mark.parametrize("use_jit", [True, False])
+@pytest.mark.parametrize("use_jit", [True, pytest.param(False, marks=pytest.mark.slow)])  # op by op: slow
 def test_shapes_with_and_without_jit(tiny_config, key, use_jit):
     state = qsm_jax.create_train_state(key, OBS_DIM, ACT_DIM, tiny_config)
     step = learner.train_step if use_jit else learner.train_step.__wrapped__

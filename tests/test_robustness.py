@@ -83,6 +83,7 @@ def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capf
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "holds no run" in bad.stderr
 
 
+@pytest.mark.slow
 def test_an_empty_newest_checkpoint_is_one_warning_and_the_resume_line_on_the_terminal(tmp_path):
     """An empty step folder (a copy cut short): the program's warning and resume lines only, not
     Orbax's own "Metadata file does not exist" warning."""
