@@ -49,6 +49,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capf
     assert resumed["history"] == whole["history"] and whole["history"][-1]["step"] == 600
 
 
+@pytest.mark.slow
 def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capfd):
     workdir = tmp_path / "w"
     train_and_evaluate(tiny_run(max_steps=400), str(workdir), progress=False)

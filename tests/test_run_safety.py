@@ -109,6 +109,7 @@ def test_a_partial_last_metrics_line_is_dropped_and_a_garbage_line_named(finishe
         train_and_evaluate(tiny_run(max_steps=800), str(workdir), progress=False)
 
 
+@pytest.mark.slow
 def test_all_checkpoints_damaged_needs_restart_and_keeps_the_metrics(finished, tmp_path):
     workdir = _copy(finished, tmp_path)
     for step in ("200", "400"):

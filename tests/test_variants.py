@@ -236,6 +236,7 @@ def test_reference_defaults_compute_the_pre_variant_update(tiny_config):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_the_policy_anchor_noises_fresh_chain_samples_of_the_current_actor(tiny_config):
     """anchor="policy": the actor step is the replay-anchored step on a batch whose actions are
     chain samples of the current actor at the batch's states (drawn with fold_in(noise_key, 2))."""
