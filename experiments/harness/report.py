@@ -658,12 +658,10 @@ def configuration_table(units_dir: str) -> str:
     each answered suite's aggregate ("-" until it has 3 seeds on every task there), the fastest unit's
     env steps/s on one core of each CPU model (units alone on a core; machines of one kind differ up
     to 2x, so costs compare within a model), and its time per env step against SAC's (``time_ratio``)."""
-    rates, done = defaultdict(lambda: defaultdict(list)), defaultdict(int)
+    by_name = defaultdict(list)
     for record in benchmark.load_units(units_dir):
-        name = benchmark.label(benchmark.unit_of(record).config)
-        done[name] += 1
-        for pair, values in rates_of([record]).items():
-            rates[name][pair] += values
+        by_name[benchmark.label(benchmark.unit_of(record).config)].append(record)
+    rates = defaultdict(dict, {name: rates_of(records) for name, records in by_name.items()})
     iqms = {}
     for suite in ANSWERED:
         _, envs, algos, cells, _ = suite_cells(suite, units_dir)
@@ -682,7 +680,7 @@ def configuration_table(units_dir: str) -> str:
         versus = f"{ratio[0]:.1f}x ({ratio[1]})" if ratio else "-"
         learns = "; ".join(f"{iqms[s][name]:.2f}" if name in iqms[s] else "-" for s in ANSWERED)
         cells = " | ".join(f"{fastest[cpu]:.1f}" if cpu in fastest else "-" for cpu in cpus)
-        lines.append(f"| {want} | {use} | `{name}`: {done[name]} | {learns} | {cells} | {versus} |")
+        lines.append(f"| {want} | {use} | `{name}`: {len(by_name[name])} | {learns} | {cells} | {versus} |")
     return "\n".join(lines)
 
 
