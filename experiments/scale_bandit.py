@@ -38,7 +38,7 @@ from harness import (
     bandit,  # noqa: E402
     provenance,  # noqa: E402
 )
-from harness.benchmark import VARIANT_MIRROR, VARIANT_NORM  # noqa: E402
+from harness.benchmark import VARIANT_MIRROR, VARIANT_MIRROR_KL, VARIANT_NORM  # noqa: E402
 from harness.files import write_results  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
 from qsm_jax.baselines.dql import DQLConfig  # noqa: E402
@@ -76,6 +76,8 @@ AGENTS = {
     # A screening candidate (docs/variants.md, "Screening"): the mirror target anchored on the current
     # policy's own samples instead of replay actions.
     "QSM-mirror-policy": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR, anchor="policy")),
+    # Another: the mirror target on the raw grad_a Q, its lam learned by a KL trust region (MPO's dual).
+    "QSM-mirror-KL": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL)),
     "QSM-norm": ("qsm", QSMConfig(**SMALL, **VARIANT_NORM)),
     "DQL": ("dql", DQLConfig(**SMALL)),
     "SAC": ("sac", SACConfig(**SMALL)),

@@ -113,6 +113,15 @@ class QSMConfig(DiffusionPolicyConfig):
         toward old behaviour.
       normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
         ``alpha`` / ``lam`` do not depend on the reward scale.
+      kl_bound: eps > 0 learns the tilt's ``lam`` by a KL trust region instead of fixing it (MPO's
+        E-step dual, ``losses.kl_dual_loss``): after each update one Adam step on log lam
+        (``temperature_lr``, starting at ``lam``) of lam eps + lam mean_s log mean_j exp(Q(s, a_j) / lam)
+        over ``kl_samples`` chain samples a_j at the first ``kl_states`` states of the batch, which
+        holds the mean KL of the tilt exp(Q / lam) over the policy's own samples at eps. For
+        "tilted" and "mirror" on the raw grad_a Q (no ``normalize_grad``), not with max-ent QSM
+        (whose temperature is the tilt). 0 (default): ``lam`` fixed.
+      kl_samples: chain samples per state of that dual (>= 2).
+      kl_states: states of the batch it uses (at most the batch size).
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
         y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of
@@ -121,8 +130,9 @@ class QSMConfig(DiffusionPolicyConfig):
       auto_temperature: learn temp by SAC's rule toward the target entropy.
       target_entropy_scale: target entropy = this * A (SAC's -A by default), for the automatic
         temperature (entropy of the chain) and the adaptive noise (entropy of chain + noise).
-      temperature_lr: Adam learning rate of the log entropy temperature (``entropy_temperature`` with
-        ``auto_temperature``; not the chain's ``temperature``), SAC's 3e-4.
+      temperature_lr: Adam learning rate of a learned log temperature (``entropy_temperature`` with
+        ``auto_temperature``, or the tilt's ``lam`` with ``kl_bound``; not the chain's
+        ``temperature``), SAC's 3e-4.
       noise_lr: Adam learning rate of the log noise scale, with adaptive ``exploration`` (DACER's 3e-2).
       entropy_estimate: how the entropy options read log pi(a' | s'): "denoiser" (the
         denoising errors over the levels, ``losses.log_prob_estimate``) or "samples" (the entropy
@@ -146,6 +156,9 @@ class QSMConfig(DiffusionPolicyConfig):
     anchor: str = "replay"
     normalize_grad: bool = False
     grad_rms_decay: float = 0.99
+    kl_bound: float = 0.0
+    kl_samples: int = 8
+    kl_states: int = 32
     entropy_temperature: float = 0.0
     auto_temperature: bool = False
     target_entropy_scale: float = -1.0
@@ -163,6 +176,11 @@ class QSMConfig(DiffusionPolicyConfig):
         return self.entropy_temperature > 0
 
     @property
+    def learns_lam(self) -> bool:
+        """Whether the tilt's lam is learned by the KL trust region (``kl_bound`` > 0)."""
+        return self.kl_bound > 0
+
+    @property
     def estimates_entropy(self) -> bool:
         """Whether an update estimates log pi (max-ent QSM or the adaptive noise)."""
         return self.max_entropy or self.exploration == "adaptive"
@@ -172,9 +190,10 @@ class QSMConfig(DiffusionPolicyConfig):
         check_agent_config(
             self,
             positive=("alpha", "lam", "temperature_lr", "noise_lr"),
-            non_negative=("entropy_temperature",),
+            non_negative=("entropy_temperature", "kl_bound"),
         )
         check_entropy_config(self)
+        check_kl_config(self)
         check(
             self.score_target in SCORE_TARGETS,
             f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
@@ -225,6 +244,27 @@ def check_entropy_config(config: QSMConfig) -> None:
     check(
         config.exploration == "fixed" or config.exploration_noise > 0,
         "exploration=adaptive scales exploration_noise: set --exploration_noise > 0",
+    )
+
+
+def check_kl_config(config: QSMConfig) -> None:
+    """Checks the KL trust region on the tilt (``kl_bound`` and its sample sizes)."""
+    for name, low in (("kl_samples", 2), ("kl_states", 1)):
+        value = getattr(config, name)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        check(ok, f"{name} must be an integer >= {low}, got {value!r}")
+    if not config.learns_lam:
+        return
+    check(
+        config.score_target in ("tilted", "mirror"),
+        f"kl_bound > 0 learns the tilt of the score target: use --score_target=tilted or mirror "
+        f"(got {config.score_target!r})",
+    )
+    check(not config.normalize_grad, "kl_bound > 0 learns lam in units of Q: turn off --normalize_grad to use it")
+    check(
+        not config.max_entropy,
+        "kl_bound > 0 and entropy_temperature > 0 both set the tilt's lam: keep one "
+        "(--kl_bound=0 or --entropy_temperature=0)",
     )
 
 

@@ -38,6 +38,8 @@ class QSMState(struct.PyTreeNode):
         state; only with ``config.auto_temperature``, else None.
       noise_scale: the learned factor on ``exploration_noise`` (same module) and its Adam state;
         only with ``config.exploration == "adaptive"``, else None.
+      kl_lam: the tilt's lam learned by the KL trust region (same module) and its Adam state; only
+        with ``config.kl_bound > 0``, else None.
     """
 
     actor: TrainState
@@ -51,6 +53,7 @@ class QSMState(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False)
     temperature: TrainState | None = None
     noise_scale: TrainState | None = None
+    kl_lam: TrainState | None = None
 
 
 raw_key = common.raw_key  # kept here for code that imported it from the learner
@@ -109,6 +112,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
         if config.auto_temperature
         else None,
         noise_scale=positive_scalar(1.0, config.noise_lr) if config.exploration == "adaptive" else None,
+        kl_lam=positive_scalar(config.lam, config.temperature_lr) if config.learns_lam else None,
     )
 
 
@@ -117,6 +121,15 @@ def entropy_temperature(state: QSMState) -> jax.Array | float:
     if state.temperature is None:
         return state.config.entropy_temperature
     return state.temperature.apply_fn({"params": state.temperature.params})
+
+
+def tilt_lam(state: QSMState) -> jax.Array | float:
+    """The tilt's lam: the max-ent temperature, the KL-learned lam (``kl_bound``), else ``config.lam``."""
+    if state.config.max_entropy:
+        return entropy_temperature(state)
+    if state.kl_lam is not None:
+        return state.kl_lam.apply_fn({"params": state.kl_lam.params})
+    return state.config.lam
 
 
 def exploration_std(state: Any) -> jax.Array | float:
@@ -199,9 +212,7 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     critic, target_critic_params, critic_aux = critic_update(
         state, batch, chain_key, target_noise_key, log_prob_fn, temperature if cfg.max_entropy else None
     )
-    actor, grad_sq, actor_aux = actor_update(
-        state, critic, batch, level_key, noise_key, lam=temperature if cfg.max_entropy else cfg.lam
-    )
+    actor, grad_sq, actor_aux = actor_update(state, critic, batch, level_key, noise_key, lam=tilt_lam(state))
     new_state = state.replace(
         actor=actor,
         critic=critic,
@@ -210,10 +221,12 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         step=state.step + 1,
         grad_sq=grad_sq,
     )
-    entropy_aux = {}
+    entropy_aux, kl_aux = {}, {}
     if cfg.estimates_entropy:
         new_state, entropy_aux = _entropy_steps(new_state, -critic_aux["log_prob"])
-    return new_state, {**critic_aux, **actor_aux, **entropy_aux}
+    if cfg.learns_lam:  # a key of its own: the default key stream stays as it was
+        new_state, kl_aux = _kl_step(new_state, batch.observations, jax.random.fold_in(noise_key, 3))
+    return new_state, {**critic_aux, **actor_aux, **entropy_aux, **kl_aux}
 
 
 def actor_update(
@@ -278,6 +291,30 @@ def _log_prob_fn(state: QSMState, next_observations: jax.Array, chain_key: jax.A
     return lambda next_actions: losses.log_prob_estimate(
         eps_fn, next_observations, next_actions, alpha_bars, entropy_key, cfg.entropy_draws, min_log_prob=-max_entropy
     )
+
+
+def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:
+    """One Adam step of ``losses.kl_dual_loss`` on the tilt's log lam (the KL trust region).
+
+    ``kl_samples`` chain samples of the (just updated) actor at each of the first ``kl_states``
+    states of the batch, valued by the (just updated) online critics, mean over the ensemble.
+
+    Returns:
+      (state with the new ``kl_lam``, {"tilt_lam": lam used this update, "tilt_kl": the mean KL
+      of its tilt over the samples}).
+    """
+    cfg = state.config
+    obs = observations[: cfg.kl_states]  # (M, S)
+    m, n = obs.shape[0], cfg.kl_samples
+    tiled = jnp.tile(obs, (n, 1))  # (N * M, S), sample j of state i at row j * M + i
+    samples = diffusion.sample_chain(state.actor, cfg, tiled, key, state.action_dim)
+    q = state.critic.apply_fn({"params": state.critic.params}, tiled, samples).mean(axis=0)
+    q = jax.lax.stop_gradient(q.reshape(n, m).T)  # (M, N)
+    scalar = state.kl_lam
+    lam = scalar.apply_fn({"params": scalar.params})
+    grads = jax.grad(lambda p: losses.kl_dual_loss(scalar.apply_fn({"params": p}), q, cfg.kl_bound))(scalar.params)
+    aux = {"tilt_lam": lam, "tilt_kl": losses.tilt_kl(q, lam)}
+    return state.replace(kl_lam=scalar.apply_gradients(grads=grads)), aux
 
 
 def _entropy_steps(state: QSMState, chain_entropy: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:

@@ -343,3 +343,31 @@ def dual_loss(value: jax.Array, entropy: jax.Array, target_entropy: float) -> ja
     this loss lowers ``value`` while the entropy is above target and raises it while below.
     """
     return value * jax.lax.stop_gradient(entropy - target_entropy)
+
+
+def kl_dual_loss(lam: jax.Array, q_samples: jax.Array, kl_bound: float) -> jax.Array:
+    """MPO's E-step dual for the temperature of a tilt exp(Q / lam) over N samples per state.
+
+    g(lam) = lam eps + lam mean_s log mean_j exp(Q_sj / lam) is convex in lam and its derivative is
+    eps - mean_s KL(w_s || uniform), with w_sj proportional to exp(Q_sj / lam) (``tilt_kl``): descending
+    it raises lam while the tilt moves the samples' weights further than eps, and lowers it otherwise.
+    Only ``lam`` is differentiated.
+
+    Args:
+      lam: the temperature, a positive scalar.
+      q_samples: Q of N policy samples at each of M states, (M, N).
+      kl_bound: eps.
+
+    Returns:
+      The scalar dual.
+    """
+    q = jax.lax.stop_gradient(q_samples)
+    log_mean_exp = jax.nn.logsumexp(q / lam, axis=-1) - jnp.log(q.shape[-1])
+    return lam * kl_bound + lam * log_mean_exp.mean()
+
+
+def tilt_kl(q_samples: jax.Array, lam: jax.Array) -> jax.Array:
+    """Mean over states of KL(w_s || uniform), w_s = softmax(Q_s / lam) over the N samples; (M, N) -> ()."""
+    logits = q_samples / lam
+    log_w = jax.nn.log_softmax(logits, axis=-1)
+    return (jnp.exp(log_w) * (log_w + jnp.log(q_samples.shape[-1]))).sum(-1).mean()

@@ -286,7 +286,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 18, 6, 27, 9, 12, 4]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 3, 18, 6, 27, 9, 12, 4]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -294,6 +294,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"SAC-512"},
         {"QSM-mirror-policy", "QSM-mirror-T10"},
         {"DQL"},
+        {"QSM-mirror-T10-KL"},
         {"QSM", "QSM-mirror", "SAC"},
         {"QSM-maxent-samples"},
         {"QSM", "SAC", "TD3"},
@@ -302,29 +303,31 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM-maxent"},
     ]
     dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
-    assert all(u.config.env in dmc for i in (0, 1, 7, 8) for u in items[i][1])
-    assert all(u.config.env in gym for i in (2, 4, 6, 9, 10) for u in items[i][1])
-    assert {u.config.env for u in items[5][1]} == {"Ant-v4", "Humanoid-v4"}
+    assert all(u.config.env in dmc for i in (0, 1, 8, 9) for u in items[i][1])
+    assert all(u.config.env in gym for i in (2, 4, 7, 10, 11) for u in items[i][1])
+    assert {u.config.env for u in items[6][1]} == {"Ant-v4", "Humanoid-v4"}
     # Screening: seed 0 on the three tasks where today's configurations disagree most.
     assert {(u.config.env, u.config.seed) for u in items[3][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
     assert {u.config.agent.diffusion_steps for u in items[3][1]} == {5, 10}
+    assert {(u.config.env, u.config.seed) for u in items[5][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
+    assert {(u.config.agent.diffusion_steps, u.config.agent.kl_bound) for u in items[5][1]} == {(10, 0.1)}
     # The width arms change the hidden sizes only.
     sac512, qsm256 = items[0][1][0].config.agent, items[1][1][0].config.agent
     assert sac512 == dataclasses.replace(SACConfig(), actor_hidden_dims=(512, 512), critic_hidden_dims=(512, 512))
     assert qsm256 == dataclasses.replace(QSMConfig(), actor_hidden_dims=(256, 256), critic_hidden_dims=(256, 256))
     # The variant on DMC is the variants100k mirror unit config, only the env differs (no per-task tuning).
     mirror = benchmark.make_unit("qsm", "Walker2d-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR)
-    assert {u.config.agent for u in items[8][1]} == {mirror.config.agent}
+    assert {u.config.agent for u in items[9][1]} == {mirror.config.agent}
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 112
+    assert len(queue) == len({u.key for u in queue}) == 115
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 8 and not dropped & {u.key for u in queue}
-    assert {u.config.seed for u in items[10][1]} == {0, 1}
+    assert {u.config.seed for u in items[11][1]} == {0, 1}
     # Settings added later keep the keys of the units measured before them (entropy_estimate here).
-    assert "qsm_Walker2d-v4_seed1_100k_d8488df7e3" in {u.key for u in items[10][1]}
+    assert "qsm_Walker2d-v4_seed1_100k_d8488df7e3" in {u.key for u in items[11][1]}
     # dmc100k kept the keys of its units that ran before the variant and the width arms joined it.
     dmc_keys = {u.key for u in benchmark.suite_units("dmc100k")}
     assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 54
@@ -365,10 +368,10 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 18, 6, 27, 9, 12, 4]
+    expected = [9, 9, 6, 6, 6, 3, 18, 6, 27, 9, 12, 4]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 112 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert len(pending) == 115 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
 
 
 @pytest.mark.skipif(

@@ -16,6 +16,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     _unit_file(units, benchmark.VARIANT_MIRROR_POLICY, "qsm", "Hopper-v4", 1500.0, 0.25)
     _unit_file(units, None, "sac", "Hopper-v4", 1700.0, 0.0)
     _unit_file(units, None, "qsm", "dm_control/walker-run-v0", 500.0, 0.9)
+    _unit_file(units, benchmark.VARIANT_MIRROR_T10_KL, "qsm", "Walker2d-v4", 600.0, 0.1)
     runs = {
         f"k{i}": {"agent": "QSM-mirror-policy", "dim": 2, "depth": 5, "critic": "learned", "reward": r, "modes_held": m}
         for i, (r, m) in enumerate([(0.8, 1), (0.6, 1), (0.7, 2)])
@@ -23,14 +24,27 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     runs["other depth"] = {**runs["k0"], "depth": 10, "reward": 0.0}
     runs["exact"] = {**runs["k0"], "critic": "exact", "reward": 0.0}
     runs["deeper"] = {**runs["k0"], "agent": "QSM-mirror", "depth": 10, "reward": 0.9}
+    runs["kl"] = {**runs["k0"], "agent": "QSM-mirror-KL", "depth": 10, "dim": 17, "reward": 0.5, "modes_held": 1}
     (tmp_path / "bandit.json").write_text(json.dumps({"runs": runs}))
-    rates = {"update: reference (score_target=qsm)": 30.0, "update: mirror, normalize_grad, anchor=policy": 20.0}
+    rates = {
+        "update: reference (score_target=qsm)": 30.0,
+        "update: mirror, normalize_grad, anchor=policy": 20.0,
+        "update: mirror, kl_bound, T=10": 12.0,
+    }
     depth = {"T=5 QSM": {"updates_per_s": 14.0}, "T=10 QSM-mirror": {"updates_per_s": 10.0}}
     (tmp_path / "speed.json").write_text(json.dumps({"variants": rates, "depth": depth}))
 
     table = screening.screening_table(str(units), str(tmp_path / "bandit.json"), str(tmp_path / "speed.json"))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()[2:]}
-    assert list(rows) == ["SAC", "SAC-512", "QSM", "QSM-mirror", "QSM-mirror-policy", "QSM-mirror-T10"]
+    assert list(rows) == [
+        "SAC",
+        "SAC-512",
+        "QSM",
+        "QSM-mirror",
+        "QSM-mirror-policy",
+        "QSM-mirror-T10",
+        "QSM-mirror-T10-KL",
+    ]
     policy = rows["QSM-mirror-policy"]
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
     assert policy[2:4] == ["0.70 (1.3 held, 3 seeds)", "pending"]
@@ -41,3 +55,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     assert (
         rows["QSM-mirror-T10"][2:4] == ["0.90 (1.0 held, 1 seed)", "pending"] and rows["QSM-mirror-T10"][7] == "1.40x |"
     )
+    # The KL trust region: its bandit runs under its own agent at T = 10, its cost from the variants section.
+    kl = rows["QSM-mirror-T10-KL"]
+    assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"] and kl[4:7] == ["pending", "600 (10% walls)", "pending"]
+    assert kl[7] == "2.50x |"

@@ -253,3 +253,75 @@ def test_the_policy_anchor_noises_fresh_chain_samples_of_the_current_actor(tiny_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The default anchor leaves train_step as it was (the replay actions).
     assert qsm_jax.QSMConfig().anchor == "replay"
+
+
+def _numpy_dual(lam, q, eps):  # float64: lam eps + lam mean_s log mean_j exp(q_sj / lam)
+    z = q / lam
+    top = z.max(-1, keepdims=True)
+    return lam * eps + lam * (top[:, 0] + np.log(np.exp(z - top).mean(-1))).mean()
+
+
+def _numpy_tilt_kl(q, lam):  # mean_s KL(softmax(q_s / lam) || uniform)
+    z = q / lam
+    w = np.exp(z - z.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    return (w * np.log(w * q.shape[-1])).sum(-1).mean()
+
+
+def test_kl_dual_its_derivative_and_minimum_equal_numpy():
+    """MPO's dual by hand: its value, its derivative eps - KL(tilt || uniform), and at the lam where
+    the tilt's KL is eps (found by bisection in NumPy) a zero derivative and the lowest value."""
+    q = np.random.default_rng(0).normal(size=(6, 5)) * 3.0 + 100.0  # an offset, as real Q values have
+    eps = 0.1
+    for lam in (0.3, 1.0, 4.0):
+        value = losses.kl_dual_loss(jnp.float32(lam), jnp.asarray(q, jnp.float32), eps)
+        np.testing.assert_allclose(float(value), _numpy_dual(lam, q, eps), rtol=1e-5)
+        derivative = jax.grad(losses.kl_dual_loss)(jnp.float32(lam), jnp.asarray(q, jnp.float32), eps)
+        np.testing.assert_allclose(float(derivative), eps - _numpy_tilt_kl(q, lam), atol=2e-4)
+        np.testing.assert_allclose(
+            float(losses.tilt_kl(jnp.asarray(q, jnp.float32), lam)), _numpy_tilt_kl(q, lam), atol=1e-5
+        )
+    low, high = 1e-2, 1e3  # the KL falls as lam grows
+    for _ in range(100):
+        mid = np.sqrt(low * high)
+        low, high = (mid, high) if _numpy_tilt_kl(q, mid) > eps else (low, mid)
+    assert abs(float(jax.grad(losses.kl_dual_loss)(jnp.float32(low), jnp.asarray(q, jnp.float32), eps))) < 1e-3
+    assert _numpy_dual(low, q, eps) < min(_numpy_dual(0.9 * low, q, eps), _numpy_dual(1.1 * low, q, eps))
+
+
+@pytest.mark.parametrize("bound, direction", [(0.5, -1.0), (1e-6, 1.0)])
+def test_kl_trust_region_moves_lam_toward_its_bound(tiny_config, bound, direction):
+    """kl_bound: lam falls every update while the tilt's KL over the policy's samples is below the
+    bound and rises while it is above; the first update's actor and critic step uses the initial lam
+    and equals the fixed-lam update (the KL step adds its own key, leaving the default stream)."""
+    cfg = dataclasses.replace(
+        tiny_config, score_target="mirror", kl_bound=bound, kl_samples=4, kl_states=8, temperature_lr=0.05
+    )
+    state = qsm_jax.create_train_state(jax.random.key(0), 3, 2, cfg)
+    fixed = qsm_jax.create_train_state(jax.random.key(0), 3, 2, dataclasses.replace(cfg, kl_bound=0.0))
+    assert fixed.kl_lam is None and float(learner.tilt_lam(state)) == pytest.approx(cfg.lam)
+    lams, kls = [], []
+    for i in range(4):
+        state, metrics = qsm_jax.train_step(state, _batch(i))
+        lams.append(float(metrics["tilt_lam"]))
+        kls.append(float(metrics["tilt_kl"]))
+        if i == 0:
+            fixed, _ = qsm_jax.train_step(fixed, _batch(0))
+            learned, fixed_leaves = (jax.tree.leaves((s.actor, s.critic, s.key)) for s in (state, fixed))
+            for a, b in zip(learned, fixed_leaves, strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert np.all(np.sign(np.array(kls) - bound) == direction)
+    assert np.all(np.sign(np.diff([*lams, float(learner.tilt_lam(state))])) == direction)
+
+
+def test_kl_config_errors():
+    for kwargs, message in (
+        ({"kl_bound": 0.1}, "use --score_target=tilted or mirror"),
+        ({"kl_bound": 0.1, "score_target": "mirror", "normalize_grad": True}, "turn off --normalize_grad"),
+        ({"kl_bound": 0.1, "score_target": "mirror", "entropy_temperature": 0.5}, "keep one"),
+        ({"kl_bound": -1.0}, "kl_bound must be a finite number >= 0"),
+        ({"kl_samples": 1}, "kl_samples must be an integer >= 2"),
+        ({"kl_states": 0}, "kl_states must be an integer >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            qsm_jax.QSMConfig(**kwargs)

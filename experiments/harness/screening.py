@@ -42,6 +42,13 @@ CANDIDATES = (
         ("depth", "T=10 QSM-mirror", "T=5 QSM"),
         "the mirror target with a chain of T = 10 (`--diffusion_steps=10`), best of 8",
     ),
+    (
+        "QSM-mirror-T10-KL",
+        ("QSM-mirror-KL", 10),
+        ("variants", "update: mirror, kl_bound, T=10", "update: reference (score_target=qsm)"),
+        "QSM-mirror-T10 on the raw grad_a Q with lam set by a KL trust region (`--kl_bound=0.1`: MPO's dual on "
+        "8 chain samples at 32 states)",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 TASKS = ("Hopper-v4", "Walker2d-v4", "dm_control/walker-run-v0")

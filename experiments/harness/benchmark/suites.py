@@ -57,7 +57,7 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     # the three tasks where today's configurations disagree most, before any full units.
     "screen100k": lambda: [
         unit
-        for agent in (units.VARIANT_MIRROR_POLICY, units.VARIANT_MIRROR_T10)
+        for agent in (units.VARIANT_MIRROR_POLICY, units.VARIANT_MIRROR_T10, units.VARIANT_MIRROR_T10_KL)
         for unit in _grid(("qsm",), SCREEN_TASKS, (0,), 100_000, agent=agent)
     ],
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
@@ -102,24 +102,29 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     (
         "4. screening: the mirror target anchored on the policy, and with T = 10, seed 0 on Hopper, Walker2d, "
         "walker-run",
-        lambda: SUITES["screen100k"](),
+        _labelled("screen100k", "QSM-mirror-policy", "QSM-mirror-T10"),
     ),
     ("5. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
-    ("6. QSM, the mirror variant and SAC in bigger action spaces (Ant-v4, Humanoid-v4)", lambda: SUITES["scale100k"]()),
     (
-        "7. max-ent QSM, the automatic temperature reading the entropy from samples (sees the walls)",
+        "6. screening: the mirror target at T = 10 with lam set by a KL trust region, seed 0 on Hopper, Walker2d, "
+        "walker-run",
+        _labelled("screen100k", "QSM-mirror-T10-KL"),
+    ),
+    ("7. QSM, the mirror variant and SAC in bigger action spaces (Ant-v4, Humanoid-v4)", lambda: SUITES["scale100k"]()),
+    (
+        "8. max-ent QSM, the automatic temperature reading the entropy from samples (sees the walls)",
         _labelled("maxent100k", "QSM-maxent-samples"),
     ),
     (
-        "8. the paper's comparison: QSM as published, SAC, TD3 on DeepMind Control",
+        "9. the paper's comparison: QSM as published, SAC, TD3 on DeepMind Control",
         _labelled("dmc100k", "QSM", "SAC", "TD3"),
     ),
-    ("9. the mirror variant on DeepMind Control", _labelled("dmc100k", "QSM-mirror")),
+    ("10. the mirror variant on DeepMind Control", _labelled("dmc100k", "QSM-mirror")),
     (
-        "10. QSM as published and the mirror variant on gym MuJoCo",
+        "11. QSM as published and the mirror variant on gym MuJoCo",
         lambda: _labelled("core100k", "QSM")() + _labelled("variants100k", "QSM-mirror")(),
     ),
-    ("11. max-ent QSM with the automatic temperature on gym MuJoCo", _labelled("maxent100k", "QSM-maxent")),
+    ("12. max-ent QSM with the automatic temperature on gym MuJoCo", _labelled("maxent100k", "QSM-maxent")),
 )
 
 # Units of the suites that left the queue because they no longer decide anything: (label, seeds) ->

@@ -173,6 +173,18 @@ VARIANT_MIRROR_POLICY = {**VARIANT_MIRROR, "anchor": "policy"}
 # The mirror variant with a deeper chain (T = 10 instead of 5): on the four-peak bandit it lifted the
 # mirror target's reward (d = 2) at 1.17x the paper's update cost (results/screening.md, results/speed.md (i)).
 VARIANT_MIRROR_T10 = {**VARIANT_MIRROR, "diffusion_steps": 10}
+# The mirror variant (and its deeper chain) with its tilt's lam learned by a KL trust region (MPO's E-step
+# dual on 8 chain samples at 32 of the batch's states, eps = 0.1 and the dual's learning rate 1e-2 as MPO
+# sets them), on the raw grad_a Q: lam follows the spread of Q over the policy's own samples instead of a
+# running RMS of grad_a Q.
+VARIANT_MIRROR_KL = {
+    "score_target": "mirror",
+    "lam": 1.0,
+    "kl_bound": 0.1,
+    "temperature_lr": 0.01,
+    "num_action_samples": 8,
+}
+VARIANT_MIRROR_T10_KL = {**VARIANT_MIRROR_KL, "diffusion_steps": 10}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
@@ -184,6 +196,7 @@ VARIANTS = {
     "QSM-mirror": VARIANT_MIRROR,
     "QSM-mirror-policy": VARIANT_MIRROR_POLICY,
     "QSM-mirror-T10": VARIANT_MIRROR_T10,
+    "QSM-mirror-T10-KL": VARIANT_MIRROR_T10_KL,
     "QSM-maxent": VARIANT_MAXENT,
     "QSM-maxent-samples": VARIANT_MAXENT_SAMPLES,
     "QSM-256": WIDTH_256,
