@@ -115,9 +115,11 @@ class QSMConfig(DiffusionPolicyConfig):
         ``alpha`` / ``lam`` do not depend on the reward scale.
       kl_bound: eps > 0 learns the tilt's ``lam`` by a KL trust region instead of fixing it (MPO's
         E-step dual, ``losses.kl_dual_loss``): after each update one Adam step on log lam
-        (``temperature_lr``, starting at ``lam``) of lam eps + lam mean_s log mean_j exp(Q(s, a_j) / lam)
+        (``temperature_lr``, starting at ``lam``) of lam E + lam mean_s log mean_j exp(Q(s, a_j) / lam)
         over ``kl_samples`` chain samples a_j at the first ``kl_states`` states of the batch, which
-        holds the mean KL of the tilt exp(Q / lam) over the policy's own samples at eps. For
+        holds the mean KL of the tilt exp(Q / lam) over the policy's own samples at E = eps * A: eps
+        is per action dimension (KL adds over independent dimensions, so the step along each one
+        does not shrink as A grows). For
         "tilted" and "mirror" on the raw grad_a Q (no ``normalize_grad``), not with max-ent QSM
         (whose temperature is the tilt). 0 (default): ``lam`` fixed.
       kl_samples: chain samples per state of that dual (>= 2).

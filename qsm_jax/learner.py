@@ -294,7 +294,8 @@ def _log_prob_fn(state: QSMState, next_observations: jax.Array, chain_key: jax.A
 
 
 def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:
-    """One Adam step of ``losses.kl_dual_loss`` on the tilt's log lam (the KL trust region).
+    """One Adam step of ``losses.kl_dual_loss`` on the tilt's log lam (the KL trust region, its bound
+    ``kl_bound`` times the action dimension A).
 
     ``kl_samples`` chain samples of the (just updated) actor at each of the first ``kl_states``
     states of the batch, valued by the (just updated) online critics, mean over the ensemble.
@@ -312,7 +313,12 @@ def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[
     q = jax.lax.stop_gradient(q.reshape(n, m).T)  # (M, N)
     scalar = state.kl_lam
     lam = scalar.apply_fn({"params": scalar.params})
-    grads = jax.grad(lambda p: losses.kl_dual_loss(scalar.apply_fn({"params": p}), q, cfg.kl_bound))(scalar.params)
+    bound = cfg.kl_bound * state.action_dim  # eps per action dimension
+
+    def dual(params):
+        return losses.kl_dual_loss(scalar.apply_fn({"params": params}), q, bound)
+
+    grads = jax.grad(dual)(scalar.params)
     aux = {"tilt_lam": lam, "tilt_kl": losses.tilt_kl(q, lam)}
     return state.replace(kl_lam=scalar.apply_gradients(grads=grads)), aux
 

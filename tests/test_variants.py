@@ -292,7 +292,7 @@ def test_kl_dual_its_derivative_and_minimum_equal_numpy():
 @pytest.mark.parametrize("bound, direction", [(0.5, -1.0), (1e-6, 1.0)])
 def test_kl_trust_region_moves_lam_toward_its_bound(tiny_config, bound, direction):
     """kl_bound: lam falls every update while the tilt's KL over the policy's samples is below the
-    bound and rises while it is above; the first update's actor and critic step uses the initial lam
+    bound times A and rises while it is above; the first update's actor and critic step uses the initial lam
     and equals the fixed-lam update (the KL step adds its own key, leaving the default stream)."""
     cfg = dataclasses.replace(
         tiny_config, score_target="mirror", kl_bound=bound, kl_samples=4, kl_states=8, temperature_lr=0.05
@@ -310,8 +310,22 @@ def test_kl_trust_region_moves_lam_toward_its_bound(tiny_config, bound, directio
             learned, fixed_leaves = (jax.tree.leaves((s.actor, s.critic, s.key)) for s in (state, fixed))
             for a, b in zip(learned, fixed_leaves, strict=True):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    assert np.all(np.sign(np.array(kls) - bound) == direction)
+    assert np.all(np.sign(np.array(kls) - 2 * bound) == direction)  # the bound is per action dimension (A = 2)
     assert np.all(np.sign(np.diff([*lams, float(learner.tilt_lam(state))])) == direction)
+
+
+def test_the_kl_bound_is_per_action_dimension(tiny_config):
+    """With eps < KL < eps * A the dual's first Adam step lowers log lam by exactly the learning rate
+    (its derivative eps * A - KL is positive); a bound not scaled by A would raise it."""
+    cfg = dataclasses.replace(tiny_config, score_target="mirror", kl_bound=1.0, kl_samples=4, kl_states=8)
+    state = qsm_jax.create_train_state(jax.random.key(0), 3, 2, cfg)
+    observations, key = _batch(0).observations, jax.random.key(3)
+    kl = float(learner._kl_step(state, observations, key)[1]["tilt_kl"])
+    assert kl > 1e-4
+    state = state.replace(config=dataclasses.replace(cfg, kl_bound=0.75 * kl))
+    new, _ = learner._kl_step(state, observations, key)
+    step = np.log(float(learner.tilt_lam(new))) - np.log(float(learner.tilt_lam(state)))
+    np.testing.assert_allclose(step, -cfg.temperature_lr, rtol=1e-3)
 
 
 def test_kl_config_errors():
