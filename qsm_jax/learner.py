@@ -192,7 +192,8 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     The actor step uses the critics just updated, as the reference code does; its target is
     ``config.score_target`` (the reference's -alpha grad_a Q by default). With max-ent QSM or the
     adaptive noise on, log pi of the next actions is estimated once and serves the soft target,
-    the temperature step and the noise-scale step (``_entropy_steps``).
+    the temperature step and the noise-scale step (``_entropy_steps``); with ``kl_bound`` the tilt's
+    lam then takes one step of its KL dual (``_kl_step``).
 
     Args:
       state: current agent.
@@ -201,7 +202,8 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     Returns:
       (new state, metrics) with scalar metrics ``critic_loss``, ``actor_loss``, ``q_mean``,
       ``target_q_mean`` and ``grad_q_abs_mean`` (mean |grad_a Q|); with the entropy options also
-      ``log_prob`` (mean estimate of log pi(a' | s')), ``temperature``, ``exploration_std``.
+      ``log_prob`` (mean estimate of log pi(a' | s')), ``temperature``, ``exploration_std``; with
+      ``kl_bound`` also ``tilt_lam`` (the lam this update used) and ``tilt_kl`` (its tilt's KL).
     """
     cfg = state.config
     chex.assert_shape(batch.observations, (None, state.obs_dim))
