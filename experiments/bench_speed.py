@@ -159,7 +159,13 @@ VARIANTS = {
         "normalize_grad": True,
         "anchor": "policy",
     },
-    "mirror, kl_bound, T=10": {"score_target": "mirror", "lam": 1.0, "kl_bound": 0.1, "diffusion_steps": 10},
+    "mirror, kl_bound, anchor=policy, T=10": {
+        "score_target": "mirror",
+        "lam": 1.0,
+        "kl_bound": 0.1,
+        "anchor": "policy",
+        "diffusion_steps": 10,
+    },
 }
 
 

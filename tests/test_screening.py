@@ -36,7 +36,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     rates = {
         "update: reference (score_target=qsm)": 30.0,
         "update: mirror, normalize_grad, anchor=policy": 20.0,
-        "update: mirror, kl_bound, T=10": 12.0,
+        "update: mirror, kl_bound, anchor=policy, T=10": 12.0,
     }
     depth = {"T=5 QSM": {"updates_per_s": 14.0}, "T=10 QSM-mirror": {"updates_per_s": 10.0}}
     (tmp_path / "speed.json").write_text(json.dumps({"variants": rates, "depth": depth}))

@@ -45,9 +45,9 @@ CANDIDATES = (
     (
         "QSM-mirror-T10-KL",
         ("QSM-mirror-KL", 10),
-        ("variants", "update: mirror, kl_bound, T=10", "update: reference (score_target=qsm)"),
-        "QSM-mirror-T10 on the raw grad_a Q with lam set by a KL trust region (`--kl_bound=0.1`: MPO's dual on "
-        "8 chain samples at 32 states)",
+        ("variants", "update: mirror, kl_bound, anchor=policy, T=10", "update: reference (score_target=qsm)"),
+        "MPO's step at T = 10: the mirror target anchored on the policy's samples, its lam set by a KL trust region "
+        "(`--kl_bound=0.1` per action dimension, `--anchor=policy`, raw grad_a Q), best of 8",
     ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
