@@ -76,7 +76,8 @@ AGENTS = {
     # A screening candidate (docs/variants.md, "Screening"): the mirror target anchored on the current
     # policy's own samples instead of replay actions.
     "QSM-mirror-policy": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR, anchor="policy")),
-    # Another: the mirror target on the raw grad_a Q, its lam learned by a KL trust region (MPO's dual).
+    # Another: MPO's step, the mirror target on the raw grad_a Q anchored on the policy's own samples, its
+    # lam learned by a KL trust region (the E-step dual).
     "QSM-mirror-KL": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL)),
     "QSM-norm": ("qsm", QSMConfig(**SMALL, **VARIANT_NORM)),
     "DQL": ("dql", DQLConfig(**SMALL)),

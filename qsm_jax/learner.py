@@ -312,7 +312,7 @@ def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[
     tiled = jnp.tile(obs, (n, 1))  # (N * M, S), sample j of state i at row j * M + i
     samples = diffusion.sample_chain(state.actor, cfg, tiled, key, state.action_dim)
     q = state.critic.apply_fn({"params": state.critic.params}, tiled, samples).mean(axis=0)
-    q = jax.lax.stop_gradient(q.reshape(n, m).T)  # (M, N)
+    q = q.reshape(n, m).T  # (M, N); the dual differentiates lam only
     scalar = state.kl_lam
     lam = scalar.apply_fn({"params": scalar.params})
     bound = cfg.kl_bound * state.action_dim  # eps per action dimension

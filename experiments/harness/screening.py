@@ -71,30 +71,30 @@ def _bandit_cell(runs: list[dict], agent: str, depth: int, dim: int) -> str:
     return f"{reward:.2f} ({held:.1f} held, {len(done)} seed{'s' * (len(done) > 1)})"
 
 
-def _seed0(records: list[dict], label: str, env: str) -> dict | None:
-    """The unit record of ``label`` on ``env`` at seed 0 and 100k env steps, or None."""
+def _seed0_units(records: list[dict]) -> dict[tuple[str, str], dict]:
+    """The unit records at seed 0 and 100k env steps, by (label, env) (the first in load order)."""
+    out: dict[tuple[str, str], dict] = {}
     for r in records:
-        if r["env"] == env and r["seed"] == 0 and r["max_steps"] == 100_000:
-            if benchmark.label(benchmark.unit_of(r).config) == label:
-                return r
-    return None
+        if r["seed"] == 0 and r["max_steps"] == 100_000:
+            out.setdefault((benchmark.label(benchmark.unit_of(r).config), r["env"]), r)
+    return out
 
 
-def _task_cell(records: list[dict], label: str, env: str) -> str:
+def _task_cell(seed0: dict, label: str, env: str) -> str:
     """The seed-0 unit's final return at 100k env steps, and its share of action dimensions at the walls."""
-    r = _seed0(records, label, env)
+    r = seed0.get((label, env))
     if r is None:
         return "pending"
     wall = r["curve"][-1].get("wall_share")
     return f"{r['final_return']:.0f}" + (f" ({100 * wall:.0f}% walls)" if wall is not None else "")
 
 
-def _verdict(records: list[dict], label: str) -> str:
+def _verdict(seed0: dict, label: str) -> str:
     """The screening rule on the seed-0 units: dropped when below ``BEST_EXISTING`` on two of the
     ``TASKS``; with each finished task's return as a fraction of ``GOAL_REFERENCE``'s."""
     done = {}
     for env in TASKS:
-        mine, best, goal = (_seed0(records, name, env) for name in (label, BEST_EXISTING, GOAL_REFERENCE))
+        mine, best, goal = (seed0.get((name, env)) for name in (label, BEST_EXISTING, GOAL_REFERENCE))
         if mine is not None and best is not None:
             done[_short(env)] = (mine["final_return"], best["final_return"], goal and goal["final_return"])
     below = [env for env, (mine, best, _) in done.items() if mine < best]
@@ -127,7 +127,7 @@ def _updates_per_s(entry: float | dict) -> float:
 
 def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str = SPEED) -> str:
     """The screening table: one row per ``REFERENCES`` and ``CANDIDATES`` label (pending cells say so)."""
-    records = benchmark.load_units(units_dir)
+    seed0 = _seed0_units(benchmark.load_units(units_dir))
     runs = []
     if os.path.exists(bandit_path):
         with open(bandit_path) as f:
@@ -143,11 +143,11 @@ def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str =
         "|---" * (4 + len(TASKS) + 2) + "|",
     ]
     for label in REFERENCES:
-        cells = " | ".join(_task_cell(records, label, t) for t in TASKS)
+        cells = " | ".join(_task_cell(seed0, label, t) for t in TASKS)
         lines.append(f"| {label} | the reference | {' | '.join('-' for _ in BANDIT_DIMS)} | {cells} | - | - |")
     for label, (agent, depth), cost, what in CANDIDATES:
         bandit_cells = " | ".join(_bandit_cell(runs, agent, depth, d) for d in BANDIT_DIMS)
-        cells = " | ".join(_task_cell(records, label, t) for t in TASKS)
-        verdict = "-" if label in ("QSM", BEST_EXISTING) else _verdict(records, label)
+        cells = " | ".join(_task_cell(seed0, label, t) for t in TASKS)
+        verdict = "-" if label in ("QSM", BEST_EXISTING) else _verdict(seed0, label)
         lines.append(f"| {label} | {what} | {bandit_cells} | {cells} | {_cost(speed, *cost)} | {verdict} |")
     return "\n".join(lines)
