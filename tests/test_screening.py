@@ -7,15 +7,17 @@ from harness import benchmark, screening
 RUN = "dm_control/walker-run-v0"
 
 
-def _unit_file(units_dir, label_settings, algo, env, final, wall):
+def _unit_file(units_dir, label_settings, algo, env, final, wall, rate=10.0, cpu=None):
     unit = benchmark.make_unit(algo, env, 0, 100_000, agent=label_settings)
     history = [{"step": 100_000, "returns": [final - 1.0, final + 1.0], "wall_share": wall}]
-    benchmark.write_unit(benchmark.unit_record(unit, history, 1.0, 1.0, 0), unit.path(str(units_dir)))
+    record = benchmark.unit_record(unit, history, 1.0, rate, 0)
+    record["machine"]["cpu"] = cpu or record["machine"]["cpu"]
+    benchmark.write_unit(record, unit.path(str(units_dir)))
 
 
 def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     units = tmp_path / "units"
-    _unit_file(units, benchmark.VARIANT_MIRROR_POLICY, "qsm", "Hopper-v4", 1500.0, 0.25)
+    _unit_file(units, benchmark.VARIANT_MIRROR_POLICY, "qsm", "Hopper-v4", 1500.0, 0.25, rate=12.5)
     _unit_file(units, None, "sac", "Hopper-v4", 1700.0, 0.0)
     _unit_file(units, None, "qsm", RUN, 500.0, 0.9)
     _unit_file(units, benchmark.VARIANT_MIRROR_T10_KL, "qsm", "Walker2d-v4", 600.0, 0.1)
@@ -23,7 +25,8 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     for env, mirror, deeper in (("Hopper-v4", 1000.0, 1100.0), ("Walker2d-v4", 700.0, 800.0), (RUN, 300.0, 200.0)):
         _unit_file(units, benchmark.VARIANT_MIRROR, "qsm", env, mirror, 0.0)
         _unit_file(units, benchmark.VARIANT_MIRROR_T10, "qsm", env, deeper, 0.0)
-    _unit_file(units, benchmark.WIDTH_512, "sac", "Hopper-v4", 1200.0, 0.0)
+    _unit_file(units, benchmark.WIDTH_512, "sac", "Hopper-v4", 1200.0, 0.0, rate=25.0)
+    _unit_file(units, benchmark.WIDTH_512, "sac", RUN, 400.0, 0.0, rate=30.0, cpu="another CPU")
     runs = {
         f"k{i}": {"agent": "QSM-mirror-policy", "dim": 2, "depth": 5, "critic": "learned", "reward": r, "modes_held": m}
         for i, (r, m) in enumerate([(0.8, 1), (0.6, 1), (0.7, 2)])
@@ -56,20 +59,26 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
     assert policy[2:4] == ["0.70 (1.3 held, 3 seeds)", "pending"]
     assert policy[4:7] == ["1500 (25% walls)", "pending", "pending"] and policy[7] == "1.50x"
-    assert policy[8] == "pending (1 of 3 tasks) |"
+    # Time per env step: SAC-512's rate over the candidate's on the tasks both ran on one CPU model (Hopper).
+    assert policy[8] == "2.0x (1 task)" and policy[9] == "pending (1 of 3 tasks) |"
     assert rows["SAC"][4] == "1700 (0% walls)" and rows["QSM"][6] == "500 (90% walls)"
-    assert (
-        rows["QSM-mirror"][7:] == ["pending", "- |"] and rows["SAC-512"][4:7] == ["1200 (0% walls)"] + ["pending"] * 2
-    )
+    assert rows["QSM-mirror"][7:] == ["pending", "2.5x (1 task)", "- |"] and rows["SAC-512"][4:7] == [
+        "1200 (0% walls)",
+        "pending",
+        "400 (0% walls)",
+    ]
     # The deeper chain: its bandit runs at T = 10, its cost from the depth section (against T = 5 QSM there).
     assert (
         rows["QSM-mirror-T10"][2:4] == ["0.90 (1.0 held, 1 seed)", "pending"] and rows["QSM-mirror-T10"][7] == "1.40x"
     )
-    # The rule: above the mirror variant on Hopper and Walker2d, below on walker-run: kept; SAC-512 ran Hopper only.
-    assert rows["QSM-mirror-T10"][8] == "kept: above QSM-mirror on 2 of 3; of SAC-512's return: Hopper-v4 0.92 |"
+    # The rule: above the mirror variant on Hopper and Walker2d, below on walker-run: kept (SAC-512 ran two tasks).
+    assert (
+        rows["QSM-mirror-T10"][9]
+        == "kept: above QSM-mirror on 2 of 3; of SAC-512's return: Hopper-v4 0.92, walker-run 0.50 |"
+    )
     # The KL trust region: its bandit runs under its own agent at T = 10, its cost from the variants section.
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
     assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "pending"] and kl[7] == "2.50x"
     # Below the mirror variant on two tasks: dropped, whatever the third says.
-    assert kl[8] == "dropped: below QSM-mirror on Hopper-v4, Walker2d-v4; of SAC-512's return: Hopper-v4 0.75 |"
+    assert kl[9] == "dropped: below QSM-mirror on Hopper-v4, Walker2d-v4; of SAC-512's return: Hopper-v4 0.75 |"
