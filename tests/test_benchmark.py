@@ -663,6 +663,8 @@ def test_learned_temperature_is_recorded_and_reported(tmp_path):
     assert "temperature" not in benchmark.unit_record(
         sac, [{"step": 1, "returns": [0.0]}], 1.0, 1.0, 0, train_rows=rows
     )
+    # Every unit keeps its training metrics at 50 evenly spaced steps (4 significant digits).
+    assert len(record["train"]) == 50 and record["train"][1] == {"step": 3000, "temperature": 0.7692}
     cells = {(unit.config.env, "QSM-maxent"): [record]}
     lines = report.temperature_lines(cells, [unit.config.env], ["QSM-maxent"])
     assert any(f"| {unit.config.env} | QSM-maxent | {unit.config.seed} | 0.909 (1k)" in line for line in lines)

@@ -115,11 +115,15 @@ def unit_record(
 ) -> dict:
     """The JSON content of a finished unit's file. ``code`` is ``code_version()`` taken when the
     unit started (default: now). With ``train_rows`` (the run's ``train`` metric rows) from an agent
-    that learns its max-ent temperature, the record keeps its trajectory ("temperature")."""
+    that learns its max-ent temperature, the record keeps its trajectory ("temperature"); with any
+    ``train_rows``, it keeps every training metric at most ``TRAIN_POINTS`` times ("train": the critic's
+    Q and loss, |grad_a Q|, a learned lam...), so a unit can be diagnosed after its run folder is gone."""
     extra = {}
     if getattr(unit.config.agent, "auto_temperature", False):
         rows = [{"step": r["step"], "temperature": r["temperature"]} for r in train_rows or () if "temperature" in r]
         extra["temperature"] = rows[:: max(1, len(rows) // 100)]
+    if train_rows:
+        extra["train"] = [_train_point(r) for r in train_rows[:: -(-len(train_rows) // TRAIN_POINTS)]]
     return {
         "schema": SCHEMA,
         "key": unit.key,
@@ -141,6 +145,16 @@ def unit_record(
         "resumed_from_step": resumed_from,
         **extra,
     }
+
+
+TRAIN_POINTS = 50  # training-metric rows a unit file keeps (evenly spaced over the run)
+_NOT_METRICS = ("step", "kind", "seed", "env_steps_per_s")
+
+
+def _train_point(row: dict) -> dict:
+    """One training-metric row as a unit file keeps it: the step and each metric to 4 significant digits."""
+    metrics = {k: float(f"{v:.4g}") for k, v in row.items() if k not in _NOT_METRICS and isinstance(v, (int, float))}
+    return {"step": row["step"], **metrics}
 
 
 def run_unit(unit: Unit, units_dir: str = UNITS_DIR, runs_dir: str = RUNS_DIR, progress: bool = False) -> dict:
