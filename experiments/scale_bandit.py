@@ -38,7 +38,12 @@ from harness import (
     bandit,  # noqa: E402
     provenance,  # noqa: E402
 )
-from harness.benchmark import VARIANT_MIRROR, VARIANT_MIRROR_KL, VARIANT_NORM  # noqa: E402
+from harness.benchmark import (  # noqa: E402
+    VARIANT_MAXENT_SAMPLES,
+    VARIANT_MIRROR,
+    VARIANT_MIRROR_KL,
+    VARIANT_NORM,
+)
 from harness.files import write_results  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
 from qsm_jax.baselines.dql import DQLConfig  # noqa: E402
@@ -79,6 +84,9 @@ AGENTS = {
     # Another: MPO's step, the mirror target on the raw grad_a Q anchored on the policy's own samples, its
     # lam learned by a KL trust region (the E-step dual).
     "QSM-mirror-KL": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL)),
+    # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
+    # read off chain samples (the estimate that sees the walls).
+    "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),
     "QSM-norm": ("qsm", QSMConfig(**SMALL, **VARIANT_NORM)),
     "DQL": ("dql", DQLConfig(**SMALL)),
     "SAC": ("sac", SACConfig(**SMALL)),

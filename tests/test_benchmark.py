@@ -286,7 +286,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 3, 18, 6, 27, 9, 12, 4]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -294,7 +294,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"SAC-512"},
         {"QSM-mirror-policy", "QSM-mirror-T10"},
         {"DQL"},
-        {"QSM-mirror-T10-KL"},
+        {"QSM-mirror-T10-KL", "QSM-maxent-samples"},
         {"QSM", "QSM-mirror", "SAC"},
         {"QSM-maxent-samples"},
         {"QSM", "SAC", "TD3"},
@@ -310,7 +310,12 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert {(u.config.env, u.config.seed) for u in items[3][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
     assert {u.config.agent.diffusion_steps for u in items[3][1]} == {5, 10}
     assert {(u.config.env, u.config.seed) for u in items[5][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
-    assert {(u.config.agent.diffusion_steps, u.config.agent.kl_bound) for u in items[5][1]} == {(10, 0.1)}
+    agents = {
+        (u.config.agent.diffusion_steps, u.config.agent.kl_bound, u.config.agent.auto_temperature) for u in items[5][1]
+    }
+    assert agents == {(10, 0.1, False), (5, 0.0, True)}
+    # The max-ent candidate's seed-0 gym units are the maxent100k ones (one run serves both); seeds 1, 2 follow.
+    assert {(u.config.env, u.config.seed) for u in items[7][1]} == {(t, s) for t in benchmark.GYM_TASKS for s in (1, 2)}
     # The width arms change the hidden sizes only.
     sac512, qsm256 = items[0][1][0].config.agent, items[1][1][0].config.agent
     assert sac512 == dataclasses.replace(SACConfig(), actor_hidden_dims=(512, 512), critic_hidden_dims=(512, 512))
@@ -321,7 +326,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 115
+    assert len(queue) == len({u.key for u in queue}) == 116
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 8 and not dropped & {u.key for u in queue}
@@ -368,10 +373,10 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 3, 18, 6, 27, 9, 12, 4]
+    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 115 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert len(pending) == 116 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
 
 
 @pytest.mark.skipif(

@@ -41,8 +41,10 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "update: mirror, normalize_grad, anchor=policy": 20.0,
         "update: mirror, kl_bound, anchor=policy, T=10": 12.0,
     }
+    rates_entropy = {"reference (the paper)": {"updates_per_s": 18.0}}
+    rates_entropy["max-ent, fixed temp, sample estimate, 2 samples"] = {"updates_per_s": 12.0}
     depth = {"T=5 QSM": {"updates_per_s": 14.0}, "T=10 QSM-mirror": {"updates_per_s": 10.0}}
-    (tmp_path / "speed.json").write_text(json.dumps({"variants": rates, "depth": depth}))
+    (tmp_path / "speed.json").write_text(json.dumps({"variants": rates, "depth": depth, "entropy": rates_entropy}))
 
     table = screening.screening_table(str(units), str(tmp_path / "bandit.json"), str(tmp_path / "speed.json"))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()[2:]}
@@ -54,6 +56,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "QSM-mirror-policy",
         "QSM-mirror-T10",
         "QSM-mirror-T10-KL",
+        "QSM-maxent-samples",
     ]
     policy = rows["QSM-mirror-policy"]
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
@@ -77,6 +80,8 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         == "kept: above QSM-mirror on 2 of 3; of SAC-512's return: Hopper-v4 0.92, walker-run 0.50 |"
     )
     # The KL trust region: its bandit runs under its own agent at T = 10, its cost from the variants section.
+    # Max-ent QSM's cost from the entropy section (its sample estimate at 2 samples against the paper's update).
+    assert rows["QSM-maxent-samples"][7:] == ["1.50x", "pending", "pending (0 of 3 tasks) |"]
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
     assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "pending"] and kl[7] == "2.50x"

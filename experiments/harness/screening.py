@@ -49,6 +49,13 @@ CANDIDATES = (
         "MPO's step at T = 10: the mirror target anchored on the policy's samples, its lam set by a KL trust region "
         "(`--kl_bound=0.1` per action dimension, `--anchor=policy`, raw grad_a Q), best of 8",
     ),
+    (
+        "QSM-maxent-samples",
+        ("QSM-maxent-samples", 5),
+        ("entropy", "max-ent, fixed temp, sample estimate, 2 samples", "reference (the paper)"),
+        "max-ent QSM: the mirror target's lam is the soft critic's temperature, set automatically (SAC's rule) "
+        "from the entropy of 2 chain samples per state (the estimate that sees the walls), best of 8",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the
@@ -135,7 +142,7 @@ def _cost(speed: dict, section: str, update: str, reference: str) -> str:
 
 
 def _updates_per_s(entry: float | dict) -> float:
-    """A section's rate: a number (section variants) or a record with ``updates_per_s`` (section depth)."""
+    """A section's rate: a number (section variants) or a record with ``updates_per_s`` (sections depth, entropy)."""
     return entry["updates_per_s"] if isinstance(entry, dict) else entry
 
 

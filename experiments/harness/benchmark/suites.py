@@ -57,7 +57,12 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     # the three tasks where today's configurations disagree most, before any full units.
     "screen100k": lambda: [
         unit
-        for agent in (units.VARIANT_MIRROR_POLICY, units.VARIANT_MIRROR_T10, units.VARIANT_MIRROR_T10_KL)
+        for agent in (
+            units.VARIANT_MIRROR_POLICY,
+            units.VARIANT_MIRROR_T10,
+            units.VARIANT_MIRROR_T10_KL,
+            units.VARIANT_MAXENT_SAMPLES,
+        )
         for unit in _grid(("qsm",), SCREEN_TASKS, (0,), 100_000, agent=agent)
     ],
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
@@ -106,9 +111,9 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     ),
     ("5. Diffusion-QL on gym MuJoCo", _labelled("core100k", "DQL")),
     (
-        "6. screening: the mirror target at T = 10 with lam set by a KL trust region, seed 0 on Hopper, Walker2d, "
-        "walker-run",
-        _labelled("screen100k", "QSM-mirror-T10-KL"),
+        "6. screening: the mirror target at T = 10 with lam set by a KL trust region, and max-ent QSM with the "
+        "entropy read from samples, seed 0 on Hopper, Walker2d, walker-run",
+        _labelled("screen100k", "QSM-mirror-T10-KL", "QSM-maxent-samples"),
     ),
     ("7. QSM, the mirror variant and SAC in bigger action spaces (Ant-v4, Humanoid-v4)", lambda: SUITES["scale100k"]()),
     (
