@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 
@@ -49,9 +50,10 @@ flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds; the best roun
 flags.DEFINE_integer("updates", 40, "Updates per timing of (a).", lower_bound=1)
 flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).", lower_bound=1)
 flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).", lower_bound=1)
-flags.DEFINE_string("env", "Walker2d-v4", "Task of (c) and (d).")
+flags.DEFINE_string("env", "Walker2d-v4", "Task of (c), (d) and (j).")
+flags.DEFINE_integer("goal_steps", 40, "Env steps per timing of (j).", lower_bound=1)
 flags.DEFINE_integer(
-    "buffer_size", 1_000_000, "Replay capacity per agent in (c) and (d) (the reference's 1M).", lower_bound=BATCH
+    "buffer_size", 1_000_000, "Replay capacity per agent in (c), (d) and (j) (the reference's 1M).", lower_bound=BATCH
 )
 
 
@@ -319,14 +321,16 @@ def bench_dql(obs_dim, action_dim, rounds, n) -> dict:
     return out
 
 
-def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill: dict | None = None):
-    """A timer of the fused training loop (one compiled call per env step) for K seeds, 1 env each.
+def fused_loop_timer(
+    env_id: str, hidden, num_seeds: int, capacity: int, prefill: dict | None = None, algo: str = "qsm", agent=None
+):
+    """A timer of the fused training loop (one compiled call per env step) for K seeds, 1 env each:
+    QSM at width ``hidden``, or ``algo`` with the agent config ``agent``.
 
     Returns ``run(n) -> total env steps/s`` over n vector steps; state carries over between calls.
     """
-    config = RunConfig(
-        env=env_id, num_seeds=num_seeds, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden)
-    )
+    agent = agent or qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden)
+    config = RunConfig(env=env_id, num_seeds=num_seeds, algo=algo, agent=agent)
     pool = EnvPool(env_id, num_seeds)
     obs_dim, action_dim = env_dims(pool.envs.envs[0])
     states, keys = init_agents(config, obs_dim, action_dim)
@@ -368,6 +372,48 @@ def fused_loop_timer(env_id: str, hidden, num_seeds: int, capacity: int, prefill
     return run
 
 
+def _random_transitions(n: int, obs_dim: int, action_dim: int) -> dict:
+    """n random transitions (float32 arrays by ``Batch`` field) to fill a replay buffer before timing."""
+    rng = np.random.default_rng(0)
+    data = {
+        "observations": rng.normal(size=(n, obs_dim)),
+        "actions": rng.uniform(-1, 1, (n, action_dim)),
+        "rewards": rng.normal(size=n),
+        "next_observations": rng.normal(size=(n, obs_dim)),
+        "terminals": np.zeros(n),
+    }
+    return {k: v.astype(np.float32) for k, v in data.items()}
+
+
+def bench_goal_cost(env_id, rounds, steps, capacity) -> dict:
+    """(j) Env steps/s of the training loop (env step, acting, one update: the fused loop) of SAC at
+    QSM's width, QSM as published and each screening candidate (docs/variants.md, "Screening"), with
+    the agent settings of their units, side by side: the goal allows 3x SAC-512's time per env step."""
+    obs_dim, action_dim = env_dims(make_env(env_id))
+    data = _random_transitions(2000, obs_dim, action_dim)
+    timers = {}
+    for label, (algo, agent) in goal_agents(env_id).items():
+        run = fused_loop_timer(env_id, None, 1, capacity, prefill=data, algo=algo, agent=agent)
+        run(3)  # compile
+        timers[label] = lambda run=run: run(steps)
+    return _best_rate(timers, rounds)
+
+
+def goal_agents(env_id: str) -> dict[str, tuple[str, Any]]:
+    """(j)'s contenders: label -> (algo, agent config of the label's learning-benchmark units on
+    ``env_id``), SAC-512 first, then each screening candidate."""
+    from harness import benchmark, screening
+
+    out = {}
+    for label in (screening.GOAL_REFERENCE, *(c[0] for c in screening.CANDIDATES)):
+        algo = label.split("-")[0].lower()
+        out[label] = (
+            algo,
+            benchmark.make_unit(algo, env_id, 0, 100_000, agent=benchmark.VARIANTS.get(label)).config.agent,
+        )
+    return out
+
+
 def bench_loops(env_id, hidden, rounds, steps, capacity):
     """(c): env steps/s of the fused loop and of naive loops like the reference's."""
     config = RunConfig(env=env_id, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden))
@@ -375,14 +421,7 @@ def bench_loops(env_id, hidden, rounds, steps, capacity):
     obs_dim, action_dim = env_dims(env)
     prefill = 2000
     rng = np.random.default_rng(0)
-    data = {
-        "observations": rng.normal(size=(prefill, obs_dim)),
-        "actions": rng.uniform(-1, 1, (prefill, action_dim)),
-        "rewards": rng.normal(size=prefill),
-        "next_observations": rng.normal(size=(prefill, obs_dim)),
-        "terminals": np.zeros(prefill),
-    }
-    data = {k: v.astype(np.float32) for k, v in data.items()}
+    data = _random_transitions(prefill, obs_dim, action_dim)
 
     # Fused: one compiled call per env step, device-resident buffer.
     fused_loop = fused_loop_timer(env_id, hidden, 1, capacity, prefill=data)
@@ -482,7 +521,7 @@ def main(argv):
             kept = json.load(f)  # sections not measured now keep their numbers and provenance
         first = {k: kept[k] for k in now}
         report = {**kept, "provenance": kept.get("provenance") or {s: first for s in list(SECTIONS)[:3] if s in kept}}
-    if {"updates", "loops", "seeds"} & set(FLAGS.sections):  # the header's settings are theirs
+    if {"updates", "loops", "seeds"} & set(FLAGS.sections) or "rounds" not in report:  # the header's settings
         report.update(buffer_size=FLAGS.buffer_size, rounds=FLAGS.rounds)
     for name in FLAGS.sections:
         report["provenance"][name] = now
@@ -684,6 +723,26 @@ def _render_entropy(r: dict) -> list[str]:
     return lines
 
 
+def _render_goal(r: dict) -> list[str]:
+    p = r.get("provenance", {}).get("goal", r)
+    lines = [
+        "",
+        f"## (j) Screening candidates: time per env step against SAC-512 (training loop, {r['goal_env']})",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+        "round by round and the best round is kept. Each loop is the fused training loop (env step, acting,",
+        "one update per env step) with the agent settings of the label's learning-benchmark units; the",
+        "screening goal (docs/variants.md) allows 3x SAC-512's time per env step.",
+        "",
+        "| label | env steps/s | time per env step vs SAC-512 |",
+        "|---|---|---|",
+    ]
+    v = r["goal"]
+    base = v["SAC-512"]
+    lines += [f"| {name} | {rate:.1f} | {base / rate:.2f}x |" for name, rate in v.items()]
+    return lines
+
+
 # The report's sections, in the order they are measured and shown: a new one is one entry here.
 SECTIONS: dict[str, Section] = {
     "updates": Section(_bench_updates, _render_updates),
@@ -712,6 +771,13 @@ SECTIONS: dict[str, Section] = {
     "depth": Section(
         lambda s: {"depth": bench_depth((512, 512), s.obs_dim, s.action_dim, FLAGS.rounds, max(FLAGS.updates // 8, 3))},
         _render_depth,
+    ),
+    "goal": Section(
+        lambda s: {
+            "goal": bench_goal_cost(FLAGS.env, FLAGS.rounds, FLAGS.goal_steps, FLAGS.buffer_size),
+            "goal_env": FLAGS.env,
+        },
+        _render_goal,
     ),
 }
 flags.DEFINE_list(

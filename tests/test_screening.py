@@ -44,7 +44,16 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     rates_entropy = {"reference (the paper)": {"updates_per_s": 18.0}}
     rates_entropy["max-ent, fixed temp, sample estimate, 2 samples"] = {"updates_per_s": 12.0}
     depth = {"T=5 QSM": {"updates_per_s": 14.0}, "T=10 QSM-mirror": {"updates_per_s": 10.0}}
-    (tmp_path / "speed.json").write_text(json.dumps({"variants": rates, "depth": depth, "entropy": rates_entropy}))
+    (tmp_path / "speed.json").write_text(
+        json.dumps(
+            {
+                "variants": rates,
+                "depth": depth,
+                "entropy": rates_entropy,
+                "goal": {"SAC-512": 30.0, "QSM-mirror-policy": 12.0},
+            }
+        )
+    )
 
     table = screening.screening_table(str(units), str(tmp_path / "bandit.json"), str(tmp_path / "speed.json"))
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()[2:]}
@@ -62,10 +71,11 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
     assert policy[2:4] == ["0.70 (1.3 held, 3 seeds)", "pending"]
     assert policy[4:7] == ["1500 (25% walls)", "pending", "pending"] and policy[7] == "1.50x"
-    # Time per env step: SAC-512's rate over the candidate's on the tasks both ran on one CPU model (Hopper).
-    assert policy[8] == "2.0x (1 task)" and policy[9] == "pending (1 of 3 tasks) |"
+    # Time per env step: SAC-512's rate over the candidate's, measured side by side (bench_speed.py's loop), then
+    # from the units on the tasks both ran on one CPU model (Hopper).
+    assert policy[8] == "2.50x (units: 2.0x (1 task))" and policy[9] == "pending (1 of 3 tasks) |"
     assert rows["SAC"][4] == "1700 (0% walls)" and rows["QSM"][6] == "500 (90% walls)"
-    assert rows["QSM-mirror"][7:] == ["pending", "2.5x (1 task)", "- |"] and rows["SAC-512"][4:7] == [
+    assert rows["QSM-mirror"][7:] == ["pending", "pending (units: 2.5x (1 task))", "- |"] and rows["SAC-512"][4:7] == [
         "1200 (0% walls)",
         "pending",
         "400 (0% walls)",
@@ -81,9 +91,23 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     )
     # The KL trust region: its bandit runs under its own agent at T = 10, its cost from the variants section.
     # Max-ent QSM's cost from the entropy section (its sample estimate at 2 samples against the paper's update).
-    assert rows["QSM-maxent-samples"][7:] == ["1.50x", "pending", "pending (0 of 3 tasks) |"]
+    assert rows["QSM-maxent-samples"][7:] == ["1.50x", "pending (units: pending)", "pending (0 of 3 tasks) |"]
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
     assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "pending"] and kl[7] == "2.50x"
     # Below the mirror variant on two tasks: dropped, whatever the third says.
     assert kl[9] == "dropped: below QSM-mirror on Hopper-v4, Walker2d-v4; of SAC-512's return: Hopper-v4 0.75 |"
+
+
+def test_the_speed_benchmark_times_each_candidate_with_its_units_settings_against_sac_512():
+    import bench_speed
+
+    agents = bench_speed.goal_agents("Walker2d-v4")
+    assert list(agents) == ["SAC-512"] + [c[0] for c in screening.CANDIDATES]
+    for label, (algo, agent) in agents.items():
+        units = [u for u in benchmark.suite_units("queue") + benchmark.suite_units("core100k") if u.config.algo == algo]
+        assert agent in {u.config.agent for u in units if benchmark.label(u.config) == label}, label
+    report = {"goal": {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0}, "goal_env": "Walker2d-v4"}
+    report.update(command="c", commit="abc", machine="m", date="d")
+    lines = bench_speed._render_goal(report)
+    assert "| QSM | 20.0 | 1.50x |" in lines and "| QSM-mirror-T10-KL | 8.0 | 3.75x |" in lines

@@ -115,10 +115,18 @@ def _verdict(seed0: dict, label: str) -> str:
     return verdict + (f"; of {GOAL_REFERENCE}'s return: {ratios}" if ratios else "")
 
 
-def _step_cost(seed0: dict, label: str) -> str:
-    """Time per env step against ``GOAL_REFERENCE``'s (the goal's cost limit is 3x): the reference's
-    training rate over the candidate's, mean over the ``TASKS`` where both seed-0 units ran on the
-    same CPU model. Units share the machine with another unit, so this is a coarse figure."""
+def _step_cost(seed0: dict, label: str, speed: dict) -> str:
+    """Time per env step against ``GOAL_REFERENCE``'s (the goal's cost limit is 3x): measured side by
+    side (``bench_speed.py --sections=goal``: the training loop of each, alternating), then from the
+    units: the reference's training rate over the candidate's, mean over the ``TASKS`` where both
+    seed-0 units ran on the same CPU model (coarse: each unit shares the machine with another)."""
+    goal = speed.get("goal", {})
+    bench = f"{goal[GOAL_REFERENCE] / goal[label]:.2f}x" if label in goal and GOAL_REFERENCE in goal else "pending"
+    return f"{bench} (units: {_units_step_cost(seed0, label)})"
+
+
+def _units_step_cost(seed0: dict, label: str) -> str:
+    """The units' figure of ``_step_cost``."""
     ratios = []
     for env in TASKS:
         mine, goal = seed0.get((label, env)), seed0.get((GOAL_REFERENCE, env))
@@ -171,6 +179,6 @@ def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str =
         bandit_cells = " | ".join(_bandit_cell(runs, agent, depth, d) for d in BANDIT_DIMS)
         cells = " | ".join(_task_cell(seed0, label, t) for t in TASKS)
         verdict = "-" if label in ("QSM", BEST_EXISTING) else _verdict(seed0, label)
-        costs = f"{_cost(speed, *cost)} | {_step_cost(seed0, label)}"
+        costs = f"{_cost(speed, *cost)} | {_step_cost(seed0, label, speed)}"
         lines.append(f"| {label} | {what} | {bandit_cells} | {cells} | {costs} | {verdict} |")
     return "\n".join(lines)
