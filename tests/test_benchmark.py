@@ -121,23 +121,24 @@ def test_labels_name_the_settings_that_differ_from_the_defaults():
 
 def test_suites_and_run_order():
     core = benchmark.suite_units("core100k")
-    assert len(core) == 30 and len({u.key for u in core}) == 30
-    reference = [u for u in core if benchmark.label(u.config) != "SAC-512"]
+    assert len(core) == 36 and len({u.key for u in core}) == 36
+    reference = [u for u in core if benchmark.label(u.config) not in ("SAC-512", "QSM-256")]
     assert {(u.config.algo, u.config.env, u.config.seed, u.config.max_steps) for u in reference} == {
         (a, e, s, 100_000)
         for a in ("qsm", "sac", "td3", "dql")
         for e in ("Walker2d-v4", "Hopper-v4")
         for s in (0, 1, 2)
     }
-    # Reference settings: the algorithms' default configs, no per-task tuning (the width arm: SAC at 512x512).
+    # Reference settings: the algorithms' default configs, no per-task tuning (the width arms: SAC at 512x512,
+    # QSM at 256x256).
     for u in reference:
         assert u.config.agent == type(u.config.agent)()
-    assert len(core) - len(reference) == 6
+    assert len(core) - len(reference) == 12
     order = benchmark.run_order(core, "/nonexistent")
     algos = [u.config.algo for u in order]
     assert algos.index("qsm") > max(i for i, a in enumerate(algos) if a in ("sac", "td3"))  # cheap ones first
     assert algos.index("dql") > max(i for i, a in enumerate(algos) if a == "qsm")
-    qsm = [(u.config.seed, u.config.env) for u in order if u.config.algo == "qsm"]
+    qsm = [(u.config.seed, u.config.env) for u in order if benchmark.label(u.config) == "QSM"]
     assert qsm[:2] == [(0, "Walker2d-v4"), (0, "Hopper-v4")]  # seeds round-robin over envs
     # --units: the named pending units only, in the given order; a key outside the suite is one line.
     named = [order[5].key, order[0].key, order[5].key]
@@ -270,9 +271,9 @@ def test_bench_learning_list_and_errors(tmp_path):
         )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 29
+    assert sum(line.startswith("pending  ") and "est." in line for line in lines) == 35
     assert [line.split()[:2] for line in lines if line.startswith("running  ")] == [["running", busy]]
-    assert lines[-1].startswith("0/30 done")
+    assert lines[-1].startswith("0/36 done")
     minutes = {}  # a unit with a checkpoint halfway lists half the time left of its twin
     for line in lines:
         if est := re.search(r"est\. ([\d.]+) (min|h)", line):
@@ -286,7 +287,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -301,10 +302,11 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM-mirror"},
         {"QSM", "QSM-mirror"},
         {"QSM-maxent"},
+        {"QSM-256"},
     ]
     dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
     assert all(u.config.env in dmc for i in (0, 1, 8, 9) for u in items[i][1])
-    assert all(u.config.env in gym for i in (2, 4, 7, 10, 11) for u in items[i][1])
+    assert all(u.config.env in gym for i in (2, 4, 7, 10, 11, 12) for u in items[i][1])
     assert {u.config.env for u in items[6][1]} == {"Ant-v4", "Humanoid-v4"}
     # Screening: seed 0 on the three tasks where today's configurations disagree most.
     assert {(u.config.env, u.config.seed) for u in items[3][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
@@ -326,7 +328,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 116
+    assert len(queue) == len({u.key for u in queue}) == 122
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 8 and not dropped & {u.key for u in queue}
@@ -337,7 +339,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     dmc_keys = {u.key for u in benchmark.suite_units("dmc100k")}
     assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 54
     core_keys = {u.key for u in benchmark.suite_units("core100k")}
-    assert "qsm_Hopper-v4_seed0_100k_971ca9767a" in core_keys and len(core_keys) == 30
+    assert "qsm_Hopper-v4_seed0_100k_971ca9767a" in core_keys and len(core_keys) == 36
 
 
 def test_named_variants_have_short_labels_and_estimates_use_units_like_them(tmp_path):
@@ -373,10 +375,10 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4]
+    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 116 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert len(pending) == 122 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
 
 
 @pytest.mark.skipif(

@@ -47,6 +47,7 @@ def test_print_config_prints_what_the_flags_resolve_to():
         ("qsm_maxent", "QSM-maxent", "maxent100k"),
         ("qsm_maxent_samples", "QSM-maxent-samples", "maxent100k"),
         ("qsm_256", "QSM-256", "dmc100k"),
+        ("qsm_256", "QSM-256", "core100k"),
         ("sac_512", "SAC-512", "dmc100k"),
         ("sac_512", "SAC-512", "core100k"),
     ],

@@ -22,6 +22,7 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     "core100k": lambda: (
         _grid(("qsm", "sac", "td3", "dql"), GYM_TASKS, SEEDS, 100_000)
         + _grid(("sac",), GYM_TASKS, SEEDS, 100_000, agent=units.WIDTH_512)
+        + _grid(("qsm",), GYM_TASKS, SEEDS, 100_000, agent=units.WIDTH_256)
     ),
     # QSM variants (README, "QSM variants"), chosen on the four-peak bandit (results/multimodal.md): the
     # reference target with grad_a Q normalised (alpha 1: no samples at the walls), and the mirror target
@@ -130,6 +131,9 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
         lambda: _labelled("core100k", "QSM")() + _labelled("variants100k", "QSM-mirror")(),
     ),
     ("12. max-ent QSM with the automatic temperature on gym MuJoCo", _labelled("maxent100k", "QSM-maxent")),
+    # Cheap (a QSM-256 unit takes about a third of a QSM-512 one): run where a session's last hour fits
+    # nothing longer. It says whether the screening could run at 256x256 (docs/variants.md, "Screening").
+    ("13. QSM at SAC's width (256x256) on gym MuJoCo", _labelled("core100k", "QSM-256")),
 )
 
 # Units of the suites that left the queue because they no longer decide anything: (label, seeds) ->
