@@ -732,6 +732,27 @@ def test_sigusr1_drains_the_runner_running_units_finish_past_the_deadline_and_no
     assert os.listdir(units_dir) == [f"{first}.json"]
 
 
+def test_borrowed_estimates_keep_the_network_width_and_scale_by_the_loop_benchmark(tmp_path):
+    """A unit whose settings never ran borrows the rate of units of its algorithm, env and network widths,
+    scaled by the two labels' training-loop rates of bench_speed.py's section (j) where both are measured."""
+    units_dir = tmp_path / "units"
+    units_dir.mkdir()
+    for agent, rate in ((benchmark.WIDTH_256, 100.0), (None, 40.0)):
+        u = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000, agent=agent)
+        record = {**benchmark.unit_record(u, [{"step": 1, "returns": [0.0]}], 1.0, rate, 0), "env_steps_per_s": rate}
+        (units_dir / f"{u.key}.json").write_text(json.dumps(record))
+    kl = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR_T10_KL)
+    no_speed = str(tmp_path / "none.json")
+    # From the QSM unit of its own width (512x512), not from the 2.5x faster QSM-256 one.
+    assert benchmark.estimated_seconds(kl, str(units_dir), no_speed) == pytest.approx(100_000 / 40.0)
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"goal": {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0}}))
+    assert benchmark.estimated_seconds(kl, str(units_dir), str(speed)) == pytest.approx(100_000 / 16.0)
+    # Units of its own settings need no scaling.
+    qsm = benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000)
+    assert benchmark.estimated_seconds(qsm, str(units_dir), str(speed)) == pytest.approx(100_000 / 40.0)
+
+
 def _write_hopper_unit(units_dir, seed: int, cpu: str, rate: float) -> None:
     """A finished QSM Hopper-v4 unit file measured at ``rate`` env steps/s on ``cpu``."""
     u = benchmark.make_unit("qsm", "Hopper-v4", seed, 100_000)

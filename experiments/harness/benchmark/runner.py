@@ -16,38 +16,60 @@ from typing import Any
 
 import numpy as np
 
-from harness.benchmark.units import SCHEMA, UNITS_DIR, Unit, load_unit, load_units, unit_of, write_unit
+from harness.benchmark.units import SCHEMA, UNITS_DIR, Unit, label, load_unit, load_units, unit_of, write_unit
 from harness.provenance import code_version, cpu_model, machine, versions
 from qsm_jax.program.metrics import read_metrics
 from qsm_jax.program.train import train_and_evaluate
 from qsm_jax.program.workdir import write_text_atomically
 
 RUNS_DIR = os.path.join("runs", "units")
+# The speed benchmark's report: its section (j) ("goal") has the training loop's env steps/s per label,
+# measured side by side, which scales a rate borrowed from units of other settings.
+SPEED_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "results", "speed.json")
 
 # Rough env steps/s of one unit pinned to one CPU core, used for time estimates until a unit of the
 # same (algo, env) has been measured (then its measured rate is used).
 PRIOR_STEPS_PER_S = {"qsm": 30.0, "sac": 80.0, "td3": 110.0, "dql": 15.0}
 
 
-def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR) -> float:
+def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR, speed_path: str = SPEED_PATH) -> float:
     """Expected wall-clock of ``unit`` on this kind of machine: its env steps over the measured steps/s
     of the finished units most like it (same agent settings and env, else same agent settings, else
-    same algorithm and env), or ``PRIOR_STEPS_PER_S`` if none.
+    same algorithm, env and network widths, else same algorithm and env), or ``PRIOR_STEPS_PER_S`` if
+    none. A rate borrowed from other settings is scaled by the two labels' training-loop rates in
+    ``speed_path``'s section (j) where both are measured there (a KL candidate's env step costs 1.8x
+    QSM-mirror's).
 
     Of those units, the ones measured on this CPU model set the estimate if any (machines of one kind
     differ by up to 2x), with the fastest one's rate: a unit that shared its core with other work only
     ever ran slower (up to 1.6x measured), and units alone on a core of one model agree within ~3%.
     Measured on other CPU models only: their mean, an estimate that errs either way."""
-    like, _ = _units_like(unit, units_dir)
+    like, same = _units_like(unit, units_dir)
+    goal = {} if same else _loop_rates(speed_path)
+    mine = goal.get(label(unit.config))
+
+    def rate_of(r: dict) -> float:
+        theirs = goal.get(label(unit_of(r).config))
+        return r["env_steps_per_s"] * (mine / theirs if mine and theirs else 1.0)
+
     cpu = cpu_model()
-    here = [r["env_steps_per_s"] for r in like if r.get("machine", {}).get("cpu") == cpu]
+    here = [rate_of(r) for r in like if r.get("machine", {}).get("cpu") == cpu]
     if here:
         rate = float(max(here))
     elif like:
-        rate = float(np.mean([r["env_steps_per_s"] for r in like]))
+        rate = float(np.mean([rate_of(r) for r in like]))
     else:
         rate = PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
     return unit.config.max_steps / rate
+
+
+def _loop_rates(speed_path: str) -> dict[str, float]:
+    """Env steps/s of the training loop per label, measured side by side (``bench_speed.py
+    --sections=goal``), or {} without that file or section."""
+    if not os.path.exists(speed_path):
+        return {}
+    with open(speed_path) as f:
+        return json.load(f).get("goal", {})
 
 
 def _units_like(unit: Unit, units_dir: str) -> tuple[list[dict], bool]:
@@ -56,13 +78,21 @@ def _units_like(unit: Unit, units_dir: str) -> tuple[list[dict], bool]:
     same_agent = [r for r in records if unit_of(r).config.agent == unit.config.agent]
     if same_agent:
         return [r for r in same_agent if r["env"] == unit.config.env] or same_agent, True
-    return [r for r in records if r["env"] == unit.config.env], False
+    same_env = [r for r in records if r["env"] == unit.config.env]
+    return [r for r in same_env if _widths(unit_of(r)) == _widths(unit)] or same_env, False
+
+
+def _widths(unit: Unit) -> tuple:
+    """The hidden sizes of the unit's networks (what sets most of an update's cost)."""
+    agent = unit.config.agent
+    return tuple(getattr(agent, f"{net}_hidden_dims", ()) for net in ("actor", "critic"))
 
 
 def estimate_is_rough(unit: Unit, units_dir: str = UNITS_DIR) -> bool:
     """Whether no finished unit ran ``unit``'s agent settings: its estimate then borrows the rate of
-    other settings of the algorithm (or the prior), off by the ratio of their costs per step (max-ent
-    QSM's update costs 1.5x the paper's, results/speed.md)."""
+    other settings of the algorithm (or the prior), off by the ratio of their costs per step where the
+    speed benchmark's section (j) does not measure both (max-ent QSM's update costs 1.5x the paper's,
+    results/speed.md)."""
     return not _units_like(unit, units_dir)[1]
 
 
