@@ -287,7 +287,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 9]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -303,6 +303,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM", "QSM-mirror"},
         {"QSM-maxent"},
         {"QSM-256"},
+        set(benchmark.SCREEN_256),
     ]
     dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
     assert all(u.config.env in dmc for i in (0, 1, 8, 9) for u in items[i][1])
@@ -318,6 +319,14 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert agents == {(10, 0.1, False), (5, 0.0, True)}
     # The max-ent candidate's seed-0 gym units are the maxent100k ones (one run serves both); seeds 1, 2 follow.
     assert {(u.config.env, u.config.seed) for u in items[7][1]} == {(t, s) for t in benchmark.GYM_TASKS for s in (1, 2)}
+    # Screening at 256x256: seed 0 on the screening tasks, each setting as at 512x512 but the hidden sizes.
+    assert {(u.config.env, u.config.seed) for u in items[13][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
+    for name, settings in benchmark.SCREEN_256.items():
+        at_512 = benchmark.make_unit(
+            "qsm", "Hopper-v4", 0, 100_000, agent=benchmark.VARIANTS[name.removesuffix("-256")]
+        )
+        assert settings == {**benchmark.VARIANTS[name.removesuffix("-256")], **benchmark.WIDTH_256}
+        assert at_512.config.agent.actor_hidden_dims == (512, 512)
     # The width arms change the hidden sizes only.
     sac512, qsm256 = items[0][1][0].config.agent, items[1][1][0].config.agent
     assert sac512 == dataclasses.replace(SACConfig(), actor_hidden_dims=(512, 512), critic_hidden_dims=(512, 512))
@@ -328,7 +337,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 122
+    assert len(queue) == len({u.key for u in queue}) == 131
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 8 and not dropped & {u.key for u in queue}
@@ -375,10 +384,14 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6]
+    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 9]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
-    assert len(pending) == 122 and pending[0].startswith("sac_dm_control") and pending[-1].startswith("qsm_Hopper")
+    assert (
+        len(pending) == 131
+        and pending[0].startswith("sac_dm_control")
+        and pending[-1].startswith("qsm_dm_control-walker-run")
+    )
 
 
 @pytest.mark.skipif(

@@ -26,6 +26,10 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         _unit_file(units, benchmark.VARIANT_MIRROR, "qsm", env, mirror, 0.0)
         _unit_file(units, benchmark.VARIANT_MIRROR_T10, "qsm", env, deeper, 0.0)
     _unit_file(units, benchmark.WIDTH_512, "sac", "Hopper-v4", 1200.0, 0.0, rate=25.0)
+    at_256 = benchmark.SCREEN_256
+    for env, mirror, kl in (("Hopper-v4", 800.0, 900.0), ("Walker2d-v4", 500.0, 400.0), (RUN, 300.0, 250.0)):
+        _unit_file(units, at_256["QSM-mirror-256"], "qsm", env, mirror, 0.0)
+        _unit_file(units, at_256["QSM-mirror-T10-KL-256"], "qsm", env, kl, 0.0, rate=5.0)
     _unit_file(units, benchmark.WIDTH_512, "sac", RUN, 400.0, 0.0, rate=30.0, cpu="another CPU")
     runs = {
         f"k{i}": {"agent": "QSM-mirror-policy", "dim": 2, "depth": 5, "critic": "learned", "reward": r, "modes_held": m}
@@ -66,6 +70,9 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "QSM-mirror-T10",
         "QSM-mirror-T10-KL",
         "QSM-maxent-samples",
+        "QSM-mirror-256",
+        "QSM-mirror-T10-KL-256",
+        "QSM-maxent-samples-256",
     ]
     policy = rows["QSM-mirror-policy"]
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
@@ -92,6 +99,13 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     # The KL trust region: its bandit runs under its own agent at T = 10, its cost from the variants section.
     # Max-ent QSM's cost from the entropy section (its sample estimate at 2 samples against the paper's update).
     assert rows["QSM-maxent-samples"][7:] == ["1.50x", "pending (units: pending)", "pending (0 of 3 tasks) |"]
+    # At 256x256: compared with the mirror variant at 256x256, the goal's reference is SAC (ran on Hopper only);
+    # the bandit cells are the 512x512 candidate's (64x64 on the bandit), the update cost is left to that row.
+    kl_256 = rows["QSM-mirror-T10-KL-256"]
+    assert kl_256[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"] and kl_256[7] == "-"
+    assert kl_256[8] == "pending (units: 2.0x (1 task))"  # SAC's 10 env steps/s over its 5 on Hopper
+    assert kl_256[9] == "dropped: below QSM-mirror-256 on Walker2d-v4, walker-run; of SAC's return: Hopper-v4 0.53 |"
+    assert rows["QSM-mirror-256"][9] == "- |"
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
     assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "pending"] and kl[7] == "2.50x"

@@ -57,11 +57,26 @@ CANDIDATES = (
         "from the entropy of 2 chain samples per state (the estimate that sees the walls), best of 8",
     ),
 )
+# The same screening at SAC's width (benchmark.SCREEN_256): its rows repeat the 512x512 candidate's bandit
+# cells (the bandit runs 64x64 networks) and leave the update cost to the 512x512 row.
+CANDIDATES_256 = tuple(
+    (f"{name}-256", bandit, None, f"{what}; at 256x256")
+    for name, bandit, _, what in CANDIDATES
+    if f"{name}-256" in benchmark.SCREEN_256
+)
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the
 # goal's wall limit (the mirror variant: QSM as published is at the walls on every task) on two of the three
-# tasks is dropped; the goal's reference at QSM's width is SAC-512.
+# tasks is dropped; the goal's reference at QSM's width is SAC-512, at 256x256 SAC.
 BEST_EXISTING, GOAL_REFERENCE = "QSM-mirror", "SAC-512"
+WIDTH_REFERENCES = {"512": (BEST_EXISTING, GOAL_REFERENCE), "256": (f"{BEST_EXISTING}-256", "SAC")}
+
+
+def _references(label: str) -> tuple[str, str]:
+    """The comparator and the goal's reference at ``label``'s width (labels ending in -256: 256x256)."""
+    return WIDTH_REFERENCES["256" if label.endswith("-256") else "512"]
+
+
 TASKS = ("Hopper-v4", "Walker2d-v4", "dm_control/walker-run-v0")
 BANDIT = os.path.join("results", "screening.json")  # scale_bandit.py --out=results/screening.md
 SPEED = os.path.join("results", "speed.json")
@@ -99,37 +114,39 @@ def _task_cell(seed0: dict, label: str, env: str) -> str:
 def _verdict(seed0: dict, label: str) -> str:
     """The screening rule on the seed-0 units: dropped when below ``BEST_EXISTING`` on two of the
     ``TASKS``; with each finished task's return as a fraction of ``GOAL_REFERENCE``'s."""
+    best_label, goal_label = _references(label)
     done = {}
     for env in TASKS:
-        mine, best, goal = (seed0.get((name, env)) for name in (label, BEST_EXISTING, GOAL_REFERENCE))
+        mine, best, goal = (seed0.get((name, env)) for name in (label, best_label, goal_label))
         if mine is not None and best is not None:
             done[_short(env)] = (mine["final_return"], best["final_return"], goal and goal["final_return"])
     below = [env for env, (mine, best, _) in done.items() if mine < best]
     if len(below) >= 2:
-        verdict = f"dropped: below {BEST_EXISTING} on {', '.join(below)}"
+        verdict = f"dropped: below {best_label} on {', '.join(below)}"
     elif len(done) == len(TASKS):
-        verdict = f"kept: above {BEST_EXISTING} on {len(TASKS) - len(below)} of {len(TASKS)}"
+        verdict = f"kept: above {best_label} on {len(TASKS) - len(below)} of {len(TASKS)}"
     else:
         return f"pending ({len(done)} of {len(TASKS)} tasks)"
     ratios = ", ".join(f"{env} {mine / goal:.2f}" for env, (mine, _, goal) in done.items() if goal)
-    return verdict + (f"; of {GOAL_REFERENCE}'s return: {ratios}" if ratios else "")
+    return verdict + (f"; of {goal_label}'s return: {ratios}" if ratios else "")
 
 
 def _step_cost(seed0: dict, label: str, speed: dict) -> str:
-    """Time per env step against ``GOAL_REFERENCE``'s (the goal's cost limit is 3x): measured side by
-    side (``bench_speed.py --sections=goal``: the training loop of each, alternating), then from the
-    units: the reference's training rate over the candidate's, mean over the ``TASKS`` where both
-    seed-0 units ran on the same CPU model (coarse: each unit shares the machine with another)."""
-    goal = speed.get("goal", {})
-    bench = f"{goal[GOAL_REFERENCE] / goal[label]:.2f}x" if label in goal and GOAL_REFERENCE in goal else "pending"
-    return f"{bench} (units: {_units_step_cost(seed0, label)})"
+    """Time per env step against the goal's reference at ``label``'s width (the goal's cost limit is
+    3x): measured side by side (``bench_speed.py --sections=goal``: the training loop of each,
+    alternating), then from the units: the reference's training rate over the candidate's, mean over
+    the ``TASKS`` where both seed-0 units ran on the same CPU model (coarse: each unit shares the
+    machine with another)."""
+    goal, reference = speed.get("goal", {}), _references(label)[1]
+    bench = f"{goal[reference] / goal[label]:.2f}x" if label in goal and reference in goal else "pending"
+    return f"{bench} (units: {_units_step_cost(seed0, label, reference)})"
 
 
-def _units_step_cost(seed0: dict, label: str) -> str:
+def _units_step_cost(seed0: dict, label: str, reference: str) -> str:
     """The units' figure of ``_step_cost``."""
     ratios = []
     for env in TASKS:
-        mine, goal = seed0.get((label, env)), seed0.get((GOAL_REFERENCE, env))
+        mine, goal = seed0.get((label, env)), seed0.get((reference, env))
         if mine and goal and mine["machine"]["cpu"] == goal["machine"]["cpu"] and mine["env_steps_per_s"] > 0:
             ratios.append(goal["env_steps_per_s"] / mine["env_steps_per_s"])
     if not ratios:
@@ -169,16 +186,17 @@ def screening_table(units_dir: str, bandit_path: str = BANDIT, speed_path: str =
     bandit = " | ".join(f"bandit d = {d}" for d in BANDIT_DIMS)
     lines = [
         f"| candidate | what | {bandit} | {tasks} | update cost vs the paper's | time per env step vs "
-        f"{GOAL_REFERENCE} | verdict |",
+        "SAC at its width (SAC-512; -256 rows: SAC) | verdict |",
         "|---" * (4 + len(TASKS) + 3) + "|",
     ]
     for label in REFERENCES:
         cells = " | ".join(_task_cell(seed0, label, t) for t in TASKS)
         lines.append(f"| {label} | the reference | {' | '.join('-' for _ in BANDIT_DIMS)} | {cells} | - | - | - |")
-    for label, (agent, depth), cost, what in CANDIDATES:
+    for label, (agent, depth), cost, what in CANDIDATES + CANDIDATES_256:
         bandit_cells = " | ".join(_bandit_cell(runs, agent, depth, d) for d in BANDIT_DIMS)
         cells = " | ".join(_task_cell(seed0, label, t) for t in TASKS)
-        verdict = "-" if label in ("QSM", BEST_EXISTING) else _verdict(seed0, label)
-        costs = f"{_cost(speed, *cost)} | {_step_cost(seed0, label, speed)}"
+        comparators = ("QSM", *(best for best, _ in WIDTH_REFERENCES.values()))
+        verdict = "-" if label in comparators else _verdict(seed0, label)
+        costs = f"{_cost(speed, *cost) if cost else '-'} | {_step_cost(seed0, label, speed)}"
         lines.append(f"| {label} | {what} | {bandit_cells} | {cells} | {costs} | {verdict} |")
     return "\n".join(lines)

@@ -66,6 +66,12 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
         )
         for unit in _grid(("qsm",), SCREEN_TASKS, (0,), 100_000, agent=agent)
     ],
+    # The same screening at SAC's width (256x256): the mirror variant (the comparator) and the open candidates.
+    "screen256": lambda: [
+        unit
+        for agent in units.SCREEN_256.values()
+        for unit in _grid(("qsm",), SCREEN_TASKS, (0,), 100_000, agent=agent)
+    ],
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
     "smoke": lambda: _grid(
         ("qsm", "sac", "td3", "dql"),
@@ -134,6 +140,11 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     # Cheap (a QSM-256 unit takes about a third of a QSM-512 one): run where a session's last hour fits
     # nothing longer. It says whether the screening could run at 256x256 (docs/variants.md, "Screening").
     ("13. QSM at SAC's width (256x256) on gym MuJoCo", _labelled("core100k", "QSM-256")),
+    (
+        "14. screening at SAC's width (256x256): the mirror variant, the KL candidate and max-ent QSM, seed 0 on "
+        "Hopper, Walker2d, walker-run",
+        lambda: SUITES["screen256"](),
+    ),
 )
 
 # Units of the suites that left the queue because they no longer decide anything: (label, seeds) ->

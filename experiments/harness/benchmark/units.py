@@ -191,6 +191,14 @@ VARIANT_MIRROR_T10_KL = {**VARIANT_MIRROR_KL, "diffusion_steps": 10}
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
 WIDTH_256 = {"actor_hidden_dims": (256, 256), "critic_hidden_dims": (256, 256)}
+# Screening at SAC's width (docs/variants.md, "Screening"): QSM-256 learned like QSM on gym MuJoCo at about a
+# third of its time per env step, and at 256x256 the goal's reference is SAC itself, whose units have all run.
+# The comparator (the mirror variant) and the open candidates, each with only the hidden sizes changed.
+SCREEN_256 = {
+    "QSM-mirror-256": {**VARIANT_MIRROR, **WIDTH_256},
+    "QSM-mirror-T10-KL-256": {**VARIANT_MIRROR_T10_KL, **WIDTH_256},
+    "QSM-maxent-samples-256": {**VARIANT_MAXENT_SAMPLES, **WIDTH_256},
+}
 # Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
 # for run.py): an agent config of that algorithm with these settings is labelled by the name.
 VARIANTS = {
@@ -203,6 +211,7 @@ VARIANTS = {
     "QSM-maxent-samples": VARIANT_MAXENT_SAMPLES,
     "QSM-256": WIDTH_256,
     "SAC-512": WIDTH_512,
+    **SCREEN_256,
 }
 
 
