@@ -117,11 +117,15 @@ def test_the_speed_benchmark_times_each_candidate_with_its_units_settings_agains
     import bench_speed
 
     agents = bench_speed.goal_agents("Walker2d-v4")
-    assert list(agents) == ["SAC-512"] + [c[0] for c in screening.CANDIDATES]
+    at_512, at_256 = ([c[0] for c in group] for group in (screening.CANDIDATES, screening.CANDIDATES_256))
+    assert list(agents) == ["SAC-512", *at_512, "SAC", "QSM-256", *at_256]
     for label, (algo, agent) in agents.items():
-        units = [u for u in benchmark.suite_units("queue") + benchmark.suite_units("core100k") if u.config.algo == algo]
+        units = benchmark.suite_units("queue") + benchmark.suite_units("core100k")
+        units = [u for u in units if u.config.algo == algo]
         assert agent in {u.config.agent for u in units if benchmark.label(u.config) == label}, label
-    report = {"goal": {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0}, "goal_env": "Walker2d-v4"}
+    rates = {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0, "SAC": 90.0, "QSM-mirror-T10-KL-256": 30.0}
+    report = {"goal": rates, "goal_env": "Walker2d-v4"}
     report.update(command="c", commit="abc", machine="m", date="d")
     lines = bench_speed._render_goal(report)
     assert "| QSM | 20.0 | 1.50x |" in lines and "| QSM-mirror-T10-KL | 8.0 | 3.75x |" in lines
+    assert "| QSM-mirror-T10-KL-256 | 30.0 | 3.00x |" in lines  # against SAC at 256x256
