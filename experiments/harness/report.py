@@ -527,8 +527,8 @@ CONFIGURATIONS = (
         "QSM",
     ),
     (
-        "QSM as published at SAC's network width (256x256 instead of 512x512): a fraction of the cost, a little "
-        "below QSM on DMC (results/learning/README.md, the width arms)",
+        "QSM as published at SAC's network width (256x256 instead of 512x512): about a third of the time per env "
+        "step, level with QSM on gym MuJoCo and a little below it on DMC (results/learning/README.md, the width arms)",
         "`--flagfile=configs/qsm_256.flags`",
         "QSM-256",
     ),
