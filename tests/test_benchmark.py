@@ -287,7 +287,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 9]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 6, 12]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -303,7 +303,8 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM", "QSM-mirror"},
         {"QSM-maxent"},
         {"QSM-256"},
-        set(benchmark.SCREEN_256),
+        {"QSM-mirror-256", "QSM-mirror-T10-KL-256"},  # QSM-maxent-samples-256 is dropped (below)
+        {"QSM-mirror-256"},
     ]
     dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
     assert all(u.config.env in dmc for i in (0, 1, 8, 9) for u in items[i][1])
@@ -327,6 +328,17 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         )
         assert settings == {**benchmark.VARIANTS[name.removesuffix("-256")], **benchmark.WIDTH_256}
         assert at_512.config.agent.actor_hidden_dims == (512, 512)
+    # The leading candidate's full units: both benchmarks x 3 seeds (its seed-0 screening units run in item 14).
+    plus = {
+        (u.config.env, u.config.seed)
+        for u in items[13][1] + items[14][1]
+        if benchmark.label(u.config) == "QSM-mirror-256"
+    }
+    assert plus == {(t, s) for t in benchmark.DMC_TASKS + benchmark.GYM_TASKS for s in benchmark.SEEDS}
+    # plus100k pairs it with SAC at its width and holds every other label's units of dmc100k / core100k.
+    others = {u.key for name in ("dmc100k", "core100k", "variants100k") for u in benchmark.suite_units(name)}
+    plus100k = [u for u in benchmark.suite_units("plus100k") if benchmark.label(u.config) != "QSM-mirror-256"]
+    assert len(plus100k) == 75 and {u.key for u in plus100k} <= others
     # The width arms change the hidden sizes only.
     sac512, qsm256 = items[0][1][0].config.agent, items[1][1][0].config.agent
     assert sac512 == dataclasses.replace(SACConfig(), actor_hidden_dims=(512, 512), critic_hidden_dims=(512, 512))
@@ -337,7 +349,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 131
+    assert len(queue) == len({u.key for u in queue}) == 140
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 8 and not dropped & {u.key for u in queue}
@@ -384,13 +396,13 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 9]
+    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 6, 12]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
     assert (
-        len(pending) == 131
+        len(pending) == 140
         and pending[0].startswith("sac_dm_control")
-        and pending[-1].startswith("qsm_dm_control-walker-run")
+        and pending[-1] == "qsm_Hopper-v4_seed2_100k_49a7c8fabb"  # the last of the leading candidate's units
     )
 
 
@@ -880,8 +892,45 @@ def test_the_configuration_table_puts_each_configurations_cost_beside_its_units(
     cpu = report.cpu_name(benchmark.cpu_model())
     table = report.configuration_table(str(tmp_path)).splitlines()[2:]
     rows = {re.search(r"\| `([\w-]+)`: \d+ \|", line)[1]: line for line in table}
-    assert rows["QSM"].endswith(f"| `QSM`: 2 | -; - | 25.0 | {np.median([100 / 25, 100 / 20]):.1f}x (2 tasks) |")
-    assert rows["SAC-512"].endswith(f"| `SAC-512`: 1 | -; - | 30.0 | 3.3x ({cpu}, fastest units, other tasks) |")
-    assert rows["SAC"].endswith("| `SAC`: 2 | -; - | 100.0 | - |")
-    assert rows["DQL"].endswith("| `DQL`: 0 | -; - | - | - |")
+    median = np.median([100 / 25, 100 / 20])
+    assert rows["QSM"].endswith(f"| `QSM`: 2 | -; - | pending (0 of 15 units) | 25.0 | {median:.1f}x (2 tasks) |")
+    assert rows["SAC-512"].endswith(f"| `SAC-512`: 1 | -; - | - | 30.0 | 3.3x ({cpu}, fastest units, other tasks) |")
+    assert rows["SAC"].endswith("| `SAC`: 2 | -; - | - | 100.0 | - |")
+    assert rows["DQL"].endswith("| `DQL`: 0 | -; - | - | - | - |")
     assert f"env steps/s per core, {cpu}" in report.configuration_table(str(tmp_path))
+
+
+def test_the_goal_check_names_each_criterion_a_configuration_misses(tmp_path):
+    """plus100k's goal check, on unit files made up for it: QSM-mirror-256 at 1.2x SAC's return on
+    every task and seed (IQM 1.2, P(> SAC) = 1) off the walls meets the goal; QSM-256, below SAC on
+    every run, at the walls on Hopper-v4 and 4x SAC's time per env step misses each criterion."""
+    returns = {"SAC": 100.0, "QSM-mirror-256": 120.0, "QSM-256": 80.0}
+    walls = {"SAC": 0.0, "QSM-mirror-256": 0.1, "QSM-256": 0.3}
+    rates = {"SAC": 100.0, "QSM-mirror-256": 50.0, "QSM-256": 25.0}
+    for unit in benchmark.suite_units("plus100k"):
+        name = benchmark.label(unit.config)
+        if name not in returns:
+            continue
+        share = 0.9 if (name, unit.config.env) == ("QSM-256", "Hopper-v4") else walls[name]
+        history = [{"step": 100_000, "returns": [returns[name] + unit.config.seed], "wall_share": share}]
+        benchmark.write_unit(benchmark.unit_record(unit, history, 1.0, rates[name], 0), unit.path(str(tmp_path)))
+    rows = {r["label"]: r for r in report.goal_check(*report._suite_parts("plus100k", str(tmp_path)))}
+    mirror, qsm256 = rows["QSM-mirror-256"], rows["QSM-256"]
+    assert mirror["reference"] == qsm256["reference"] == "SAC" and mirror["width"] == "256x256"
+    assert float(mirror["agg"]["iqm"]["QSM-mirror-256"]) == pytest.approx(
+        np.mean([(120 + s) / 101 for s in benchmark.SEEDS])
+    )
+    assert mirror["short"] == [] and report.goal_words(mirror) == "meets the goal"
+    assert mirror["walls"][0] == pytest.approx(0.1) and mirror["cost"] == (2.0, "5 tasks")
+    assert qsm256["walls"][:2] == (pytest.approx(0.9), "Hopper-v4")
+    assert qsm256["short"] == [
+        f"IQM {float(qsm256['agg']['iqm']['QSM-256']):.2f} < 1",
+        "P(> SAC) 0.00 <= 0.5",
+        "90% at the walls on Hopper",
+        "4.0x SAC's time per env step",
+    ]
+    # A configuration without 3 seeds on every task is pending, with its count.
+    assert rows["QSM"]["agg"] is None and report.goal_words(rows["QSM"]) == "pending (0 of 15 units)"
+    table = report.configuration_table(str(tmp_path))
+    iqm = float(mirror["agg"]["iqm"]["QSM-mirror-256"])
+    assert f"| {iqm:.2f}; 1.00; 10% (walker-walk): meets the goal |" in table

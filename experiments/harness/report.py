@@ -35,7 +35,7 @@ PUBLIC = {("Walker2d-v4", "SAC", 100_000): 690.0}
 REFERENCE = "SAC"  # the aggregate normalises by, and compares every other label with, this one
 # What `make report` rebuilds: results/learning/README.md with these suites, and the generated blocks
 # (between markers) of these files; tests/test_generated.py checks that the committed files equal it.
-REPORTED_SUITES = ("core100k", "variants100k", "dmc100k", "maxent100k", "scale100k")
+REPORTED_SUITES = ("core100k", "variants100k", "dmc100k", "maxent100k", "scale100k", "plus100k")
 REPORTED_DOCS = ("README.md", "docs/variants.md")
 
 
@@ -311,6 +311,8 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     lines += _aggregate_lines(name, cells, envs, algos, out_dir)
     lines += _width_lines(width_pairs(units, cells, envs, algos))
     lines += _arm_lines(width_arms(units, cells, envs, algos))
+    if name == GOAL_SUITE:
+        lines += _goal_lines(goal_check(units, cells, envs, algos))
     return "\n".join(lines)
 
 
@@ -547,6 +549,12 @@ CONFIGURATIONS = (
         "`--flagfile=configs/qsm_maxent_samples.flags`",
         "QSM-maxent-samples",
     ),
+    (
+        "a diffusion policy off the walls at SAC's width: the mirror variant at 256x256, the screening's lead "
+        '(docs/variants.md, "Screening")',
+        "`--flagfile=configs/qsm_mirror_256.flags`",
+        "QSM-mirror-256",
+    ),
     ("SAC, the reference of every comparison (256x256)", "`--algo=sac`", "SAC"),
     ("SAC at QSM's network width (512x512)", "`--flagfile=configs/sac_512.flags`", "SAC-512"),
     ("TD3", "`--algo=td3`", "TD3"),
@@ -627,6 +635,99 @@ def _arm_lines(arms: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+# The goal of the screening (docs/variants.md, "Screening"), checked on the suite that holds both benchmarks:
+# against SAC at the configuration's own width, IQM of SAC-normalised return >= 1 and P(> SAC) > 0.5; at
+# most half of the action dimensions at the walls at the final evaluation on every task (mean over seeds);
+# at most 3x SAC's time per env step.
+GOAL_SUITE = "plus100k"
+GOAL = {"iqm": 1.0, "poi": 0.5, "walls": 0.5, "cost": 3.0}
+
+
+def worst_walls(cells: dict, envs: list, algo: str) -> tuple[float, str, list[str]] | None:
+    """``algo``'s highest wall share over ``envs`` (per env the mean over its seeds of the final
+    evaluation's share of action dimensions with |a| > 0.99), that env, and the envs where none of its
+    units measured it; None if no unit did."""
+    shares, unmeasured = {}, []
+    for env in envs:
+        measured = [w for r in cells.get((env, algo), []) if (w := r["curve"][-1].get("wall_share")) is not None]
+        if measured:
+            shares[env] = float(np.mean(measured))
+        else:
+            unmeasured.append(env)
+    if not shares:
+        return None
+    env = max(shares, key=shares.get)
+    return shares[env], env, unmeasured
+
+
+def goal_check(units: list, cells: dict, envs: list, algos: list) -> list[dict]:
+    """Each QSM configuration of the suite against ``GOAL`` at its own width (``width_pairs``).
+
+    Returns:
+      Per configuration: ``label``, ``width``, ``reference`` (SAC at that width), ``agg`` (``aggregate``
+      against it, None while either has fewer than 3 seeds on a task), ``done`` (units done, in the suite),
+      ``walls`` (``worst_walls``), ``cost`` (``time_ratio`` against the reference: the units' training
+      rates on the same CPU model and task) and ``short`` (the goal's criteria it misses; None while pending).
+    """
+    out = []
+    for pair in width_pairs(units, cells, envs, algos):
+        ref = pair["reference"]
+        ref_rates = rates_of([r for e in envs for r in cells.get((e, ref), [])])
+        for a in pair["algos"]:
+            agg = pair["agg"] if pair["agg"] is not None and a in pair["agg"]["algos"] else None
+            walls = worst_walls(cells, envs, a)
+            cost = time_ratio(rates_of([r for e in envs for r in cells.get((e, a), [])]), ref_rates)
+            row = {"label": a, "width": pair["width"], "reference": ref, "agg": agg, "done": pair["done"][a]}
+            row.update(walls=walls, cost=cost, short=None if agg is None else _goal_misses(agg, a, walls, cost))
+            out.append(row)
+    return out
+
+
+def _goal_misses(agg: dict, algo: str, walls: tuple | None, cost: tuple | None) -> list[str]:
+    """The ``GOAL`` criteria ``algo`` misses (empty: it meets the goal)."""
+    iqm, poi = float(agg["iqm"][algo]), float(agg["poi"][algo])
+    misses = [f"IQM {iqm:.2f} < {GOAL['iqm']:g}"] if iqm < GOAL["iqm"] else []
+    misses += [f"P(> {agg['reference']}) {poi:.2f} <= {GOAL['poi']:g}"] if poi <= GOAL["poi"] else []
+    if walls is None:
+        misses.append("walls not measured")
+    elif walls[2]:
+        misses.append(f"walls not measured on {', '.join(_task(e) for e in walls[2])}")
+    if walls is not None and walls[0] > GOAL["walls"]:
+        misses.append(f"{100 * walls[0]:.0f}% at the walls on {_task(walls[1])}")
+    if cost is None or cost[0] > GOAL["cost"]:
+        misses.append(f"{cost[0]:.1f}x {agg['reference']}'s time per env step" if cost else "cost not measured")
+    return misses
+
+
+def goal_words(row: dict) -> str:
+    """A ``goal_check`` row's verdict: "meets the goal", "short: <criteria>" or what is pending."""
+    if row["short"] is None:
+        return f"pending ({row['done'][0]} of {row['done'][1]} units)"
+    return "meets the goal" if not row["short"] else f"short: {'; '.join(row['short'])}"
+
+
+def _goal_lines(rows: list[dict]) -> list[str]:
+    """The suite's goal check (``goal_check``)."""
+    if not rows:
+        return []
+    lines = [
+        f'Against the goal (docs/variants.md, "Screening"): IQM >= {GOAL["iqm"]:g} and P(> SAC) > {GOAL["poi"]:g} '
+        f"against SAC at the configuration's width, at most {100 * GOAL['walls']:.0f}% of the action dimensions at "
+        f"the walls on every task (final evaluation, mean over seeds), at most {GOAL['cost']:g}x SAC's time per "
+        "env step (the units' training rates, same CPU model and task, median over tasks):\n",
+        "| configuration | against | IQM [95% CI] | P(> against) [95% CI] | at the walls, worst task | time per env "
+        "step vs against | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        stats = _iqm_poi(row["agg"], row["label"]) if row["agg"] else "pending | -"
+        walls = f"{100 * row['walls'][0]:.0f}% ({_task(row['walls'][1])})" if row["walls"] else "-"
+        cost = f"{row['cost'][0]:.2f}x ({row['cost'][1]})" if row["cost"] else "-"
+        head = f"| {row['label']} ({row['width']}) | {row['reference']} |"
+        lines.append(f"{head} {stats} | {walls} | {cost} | {goal_words(row)} |")
+    return [*lines, ""]
+
+
 def rates_of(records: list[dict]) -> dict[tuple[str, str], list[float]]:
     """(CPU model, env) -> the training rates (env steps/s) of those of ``records`` that measured one."""
     rates = defaultdict(list)
@@ -666,12 +767,13 @@ def configuration_table(units_dir: str) -> str:
     for suite in ANSWERED:
         _, envs, algos, cells, _ = suite_cells(suite, units_dir)
         iqms[suite] = (aggregate(cells, envs, algos) or {}).get("iqm", {})
+    goal = {row["label"]: row for row in goal_check(*_suite_parts(GOAL_SUITE, units_dir))}
     cpus = sorted({cpu for by_pair in rates.values() for cpu, _ in by_pair})
     head = " | ".join(f"env steps/s per core, {cpu}" for cpu in cpus)
     lines = [
-        f"| you want | use | units done | IQM vs SAC ({', '.join(ANSWERED)}) | {head} | time per env step vs SAC "
-        "(256x256) |",
-        "|---|---|---|---|" + "---|" * len(cpus) + "---|",
+        f"| you want | use | units done | IQM vs SAC ({', '.join(ANSWERED)}) | the goal ({GOAL_SUITE}, against SAC "
+        f"at its width): IQM; P(> SAC); walls, worst task | {head} | time per env step vs SAC (256x256) |",
+        "|---|---|---|---|---|" + "---|" * len(cpus) + "---|",
     ]
     reference = rates[REFERENCE]
     for want, use, name in CONFIGURATIONS:
@@ -680,8 +782,24 @@ def configuration_table(units_dir: str) -> str:
         versus = f"{ratio[0]:.1f}x ({ratio[1]})" if ratio else "-"
         learns = "; ".join(f"{iqms[s][name]:.2f}" if name in iqms[s] else "-" for s in ANSWERED)
         cells = " | ".join(f"{fastest[cpu]:.1f}" if cpu in fastest else "-" for cpu in cpus)
-        lines.append(f"| {want} | {use} | `{name}`: {len(by_name[name])} | {learns} | {cells} | {versus} |")
+        target = _goal_cell(goal[name]) if name in goal else "-"
+        lines.append(f"| {want} | {use} | `{name}`: {len(by_name[name])} | {learns} | {target} | {cells} | {versus} |")
     return "\n".join(lines)
+
+
+def _suite_parts(name: str, units_dir: str) -> tuple[list, dict, list, list]:
+    """``suite_cells`` in the order ``goal_check`` takes: units, cells, envs, labels."""
+    units, envs, algos, cells, _ = suite_cells(name, units_dir)
+    return units, cells, envs, algos
+
+
+def _goal_cell(row: dict) -> str:
+    """A ``goal_check`` row in the configuration table: IQM; P; worst wall share, then the verdict."""
+    if row["agg"] is None:
+        return goal_words(row)
+    walls = f"{100 * row['walls'][0]:.0f}% ({_task(row['walls'][1])})" if row["walls"] else "-"
+    iqm, poi = float(row["agg"]["iqm"][row["label"]]), float(row["agg"]["poi"][row["label"]])
+    return f"{iqm:.2f}; {poi:.2f}; {walls}: {goal_words(row)}"
 
 
 def begin_marker(suite: str) -> str:

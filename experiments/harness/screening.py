@@ -106,7 +106,8 @@ def _task_cell(seed0: dict, label: str, env: str) -> str:
     """The seed-0 unit's final return at 100k env steps, and its share of action dimensions at the walls."""
     r = seed0.get((label, env))
     if r is None:
-        return "pending"
+        dropped = any(name == label and 0 in seeds for name, seeds in benchmark.DROPPED)
+        return "not run (dropped)" if dropped else "pending"
     wall = r["curve"][-1].get("wall_share")
     return f"{r['final_return']:.0f}" + (f" ({100 * wall:.0f}% walls)" if wall is not None else "")
 
