@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ENV ?= Walker2d-v4
 ARGS ?=
+CONFIG ?=
 
 SUITE ?= queue
 
@@ -42,8 +43,9 @@ test-core:
 	cd tests/core && ../../.venv-core/bin/python check_core_install.py
 
 # Train QSM with the reference defaults (1M env steps); outputs go to runs/<env>_seed<seed>.
+# CONFIG=<name> trains a named configuration instead (configs/<name>.flags, README "Which configuration").
 run: $(STAMP)
-	$(PY) experiments/run.py --env=$(ENV) $(ARGS)
+	$(PY) experiments/run.py --env=$(ENV) $(if $(CONFIG),--flagfile=configs/$(CONFIG).flags) $(ARGS)
 
 # Learning benchmark in units (README, "Learning benchmark"): run the pending units of the evidence
 # queue (or SUITE=<name>) from a worktree pinned at HEAD, list them with time estimates, or rebuild

@@ -104,6 +104,9 @@ def test_every_config_field_has_a_generated_flag_with_help():
         (["--algo=dql", "--eta=0"], "run.py: error: eta must be a finite number > 0, got 0.0"),
         (["--actor_hidden_dims=a,b"], "run.py: error: actor_hidden_dims must be comma-separated integers"),
         (["--algo=td3", "--score_target=mirror"], "run.py: error: --score_target: not settings of --algo=td3"),
+        (["--nope"], "run.py: error: Unknown command line flag 'nope' (--help lists the flags)"),
+        (["--batch_size=abc"], "run.py: error: flag --batch_size=abc: invalid literal"),
+        (["--flagfile=configs/nope.flags"], "run.py: error: cannot open the flagfile configs/nope.flags: fix"),
     ],
 )
 def test_bad_generated_flags_are_one_line(flags, message):

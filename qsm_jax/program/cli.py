@@ -144,6 +144,20 @@ def stray_argument_error(stray: list[str], argv: list[str] | None = None) -> str
     return f"unexpected argument {first!r}: flags read --name=value (--help lists them)"
 
 
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS, program: str = "run.py") -> list[str]:
+    """``absl.app.run``'s ``flags_parser``: parses ``argv`` into ``flag_values`` and returns what is left,
+    but an unknown flag, a value absl cannot read or a flagfile that cannot be opened exits with one
+    line naming what to change (absl's own message is two lines and points at ``--helpshort``)."""
+    try:
+        return flag_values(argv)
+    except flags.CantOpenFlagFileError as e:
+        path = re.search(r"'([^']*)'", str(e))
+        named = path[1] if path else str(e)
+        sys.exit(f"{program}: error: cannot open the flagfile {named}: fix --flagfile (named configurations: configs/)")
+    except flags.Error as e:
+        sys.exit(f"{program}: error: {e} (--help lists the flags)")
+
+
 def _flagfiles(args: list[str], depth: int = 0) -> list[str]:
     """The ``--flagfile`` paths of ``args``, and of the flagfiles they name (nested up to 5 deep)."""
     paths = [a.split("=", 1)[1] for a in args if a.startswith(("--flagfile=", "-flagfile="))]
