@@ -773,6 +773,9 @@ def test_borrowed_estimates_keep_the_network_width_and_scale_by_the_loop_benchma
     speed = tmp_path / "speed.json"
     speed.write_text(json.dumps({"goal": {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0}}))
     assert benchmark.estimated_seconds(kl, str(units_dir), str(speed)) == pytest.approx(100_000 / 16.0)
+    # At 256x256, unmeasured in (j): scaled by its 512x512 twin against QSM-256's (QSM), from the QSM-256 unit.
+    kl256 = benchmark.make_unit("qsm", "Hopper-v4", 0, 100_000, agent=benchmark.SCREEN_256["QSM-mirror-T10-KL-256"])
+    assert benchmark.estimated_seconds(kl256, str(units_dir), str(speed)) == pytest.approx(100_000 / 40.0)
     # Units of its own settings need no scaling.
     qsm = benchmark.make_unit("qsm", "Hopper-v4", 1, 100_000)
     assert benchmark.estimated_seconds(qsm, str(units_dir), str(speed)) == pytest.approx(100_000 / 40.0)

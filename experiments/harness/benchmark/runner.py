@@ -38,7 +38,7 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR, speed_path: str = 
     same algorithm, env and network widths, else same algorithm and env), or ``PRIOR_STEPS_PER_S`` if
     none. A rate borrowed from other settings is scaled by the two labels' training-loop rates in
     ``speed_path``'s section (j) where both are measured there (a KL candidate's env step costs 1.8x
-    QSM-mirror's).
+    QSM-mirror's), else by their 512x512 twins' (``_loop_ratio``).
 
     Of those units, the ones measured on this CPU model set the estimate if any (machines of one kind
     differ by up to 2x), with the fastest one's rate: a unit that shared its core with other work only
@@ -46,11 +46,9 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR, speed_path: str = 
     Measured on other CPU models only: their mean, an estimate that errs either way."""
     like, same = _units_like(unit, units_dir)
     goal = {} if same else _loop_rates(speed_path)
-    mine = goal.get(label(unit.config))
 
     def rate_of(r: dict) -> float:
-        theirs = goal.get(label(unit_of(r).config))
-        return r["env_steps_per_s"] * (mine / theirs if mine and theirs else 1.0)
+        return r["env_steps_per_s"] * _loop_ratio(goal, label(unit.config), label(unit_of(r).config))
 
     cpu = cpu_model()
     here = [rate_of(r) for r in like if r.get("machine", {}).get("cpu") == cpu]
@@ -61,6 +59,16 @@ def estimated_seconds(unit: Unit, units_dir: str = UNITS_DIR, speed_path: str = 
     else:
         rate = PRIOR_STEPS_PER_S.get(unit.config.algo, 30.0)
     return unit.config.max_steps / rate
+
+
+def _loop_ratio(goal: dict[str, float], mine: str, theirs: str) -> float:
+    """Label ``mine``'s training-loop rate over label ``theirs``'s in section (j) (``goal``), or that of
+    their 512x512 twins (``QSM-mirror-T10-KL`` for ``QSM-mirror-T10-KL-256``) when the 256x256 labels are
+    not measured there; 1 when neither pair is."""
+    for a, b in ((mine, theirs), (mine.removesuffix("-256"), theirs.removesuffix("-256"))):
+        if a in goal and b in goal:
+            return goal[a] / goal[b]
+    return 1.0
 
 
 def _loop_rates(speed_path: str) -> dict[str, float]:
