@@ -69,7 +69,7 @@ def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capf
     script = os.path.join(ROOT, "experiments", "evaluate_run.py")
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
-        [sys.executable, script, f"--workdir={workdir}", "--episodes=2", f"--out={tmp_path / 'e.json'}"],
+        [sys.executable, script, f"--workdir={workdir}", "--episodes=2", "--spread=16", f"--out={tmp_path / 'e.json'}"],
         capture_output=True,
         text=True,
         env=env,
@@ -78,6 +78,7 @@ def test_restore_run_skips_a_damaged_checkpoint_and_moves_nothing(tmp_path, capf
     assert out.stdout.startswith("qsm Pendulum-v1 seed 3 step 200: return ") and "at |a| > 0.99" in out.stdout
     (row,) = json.loads((tmp_path / "e.json").read_text())
     assert row["step"] == 200 and row["episodes"] == 2 and 0.0 <= row["wall_share"] <= 1.0
+    assert "at the last 16 replay states: chain_std " in out.stdout and row["spread"]["chain_std"] > 0
     bad = subprocess.run(
         [sys.executable, script, f"--workdir={tmp_path / 'none'}"], capture_output=True, text=True, env=env
     )

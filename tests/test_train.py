@@ -219,6 +219,32 @@ def test_evaluation_measures_the_share_of_actions_at_the_walls(monkeypatch):
     np.testing.assert_allclose(walls, [1.0, 0.2])
 
 
+def test_policy_spread_against_a_numpy_recount():
+    """evaluate_run.py --spread: the chain samples' std, Q's spread and best-of-8 gain recounted in NumPy
+    from the same samples, and |dQ/da| against central differences."""
+    state = qsm_jax.create_train_state(jax.random.key(0), 4, 2, TINY_AGENT)
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    out = evaluation.policy_spread(state, obs, jax.random.key(1), 10)
+    actions = qsm_jax.diffusion.sample_chain(state.actor, state.config, np.tile(obs, (10, 1)), jax.random.key(1), 2)
+
+    def q_of(o, a):
+        return np.asarray(state.critic.apply_fn({"params": state.critic.params}, o, a)).mean(axis=0)
+
+    q = q_of(np.tile(obs, (10, 1)), actions).reshape(10, 5)
+    a = np.asarray(actions).reshape(10, 5, 2)
+    assert out["chain_std"] == pytest.approx(a.std(axis=0).mean(), rel=1e-5)
+    assert out["wall_share"] == pytest.approx((np.abs(a) > evaluation.WALL).mean())
+    assert out["q_std"] == pytest.approx(q.std(axis=0).mean(), rel=1e-4)
+    assert out["best_of_8_gain"] == pytest.approx((q[:8].max(axis=0) - q[:8].mean(axis=0)).mean(), rel=1e-4)
+    assert out["q_abs"] == pytest.approx(np.abs(q).mean(), rel=1e-5)
+    first, eps = np.asarray(actions[:5], np.float64), 1e-2
+    grads = [
+        (q_of(obs, (first + eps * e).astype(np.float32)) - q_of(obs, (first - eps * e).astype(np.float32))) / (2 * eps)
+        for e in np.eye(2)
+    ]
+    assert out["grad_q"] == pytest.approx(np.abs(np.stack(grads)).mean(), rel=2e-2)
+
+
 def test_env_checks_and_buffer_memory():
     env = make_env("Pendulum-v1")
     assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)

@@ -1,12 +1,15 @@
-"""Evaluation episodes of K stacked agents in lockstep, and the share of their actions at the walls."""
+"""Evaluation episodes of K stacked agents in lockstep, the share of their actions at the walls, and what a
+diffusion policy does at given states (``policy_spread``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from qsm_jax import diffusion
 from qsm_jax.algorithms import algorithm_of
 
 
@@ -64,3 +67,34 @@ def evaluate(
         t += 1
     wall_share = at_wall.reshape(num_seeds, episodes).sum(1) / counted.reshape(num_seeds, episodes).sum(1)
     return returns.reshape(num_seeds, episodes), wall_share
+
+
+def policy_spread(state, observations: jax.Array, key: jax.Array, samples: int) -> dict[str, float]:
+    """What a diffusion policy does at ``observations`` (M, S): ``samples`` plain chain samples per
+    state (no best-of, no exploration noise), scored by the critics' mean Q.
+
+    Returns:
+      Means over the states: ``chain_std`` (per action dimension, the std of the samples),
+      ``wall_share`` (share of sample dimensions at |a| > WALL), ``q_std`` (std of Q over the samples),
+      ``best_of_8_gain`` (Q of the best of the first 8 samples minus their mean: what best-of-8 acting
+      buys), ``grad_q`` (|dQ/da| per dimension at the first sample) and ``q_abs`` (|Q|).
+    """
+    m, cfg = observations.shape[0], state.config
+    tiled = jnp.tile(observations, (samples, 1))  # sample i of state b at row i * M + b
+    actions = diffusion.sample_chain(state.actor, cfg, tiled, key, state.action_dim)
+
+    def q_of(obs, act):  # (R, S), (R, A) -> (R,), the critics' mean
+        return state.critic.apply_fn({"params": state.critic.params}, obs, act).mean(axis=0)
+
+    q = np.asarray(q_of(tiled, actions)).reshape(samples, m)
+    grad = jax.grad(lambda a: q_of(observations, a).sum())(actions[:m])
+    a = np.asarray(actions).reshape(samples, m, -1)
+    best = q[: min(8, samples)]
+    return {
+        "chain_std": float(a.std(axis=0).mean()),
+        "wall_share": float((np.abs(a) > WALL).mean()),
+        "q_std": float(q.std(axis=0).mean()),
+        "best_of_8_gain": float((best.max(axis=0) - best.mean(axis=0)).mean()),
+        "grad_q": float(np.abs(np.asarray(grad)).mean()),
+        "q_abs": float(np.abs(q).mean()),
+    }
