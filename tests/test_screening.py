@@ -105,7 +105,10 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     assert kl_256[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"] and kl_256[7] == "-"
     assert kl_256[8] == "pending (units: 2.0x (1 task))"  # SAC's 10 env steps/s over its 5 on Hopper
     assert kl_256[9] == "dropped: below QSM-mirror-256 on Walker2d-v4, walker-run; of SAC's return: Hopper-v4 0.53 |"
-    assert rows["QSM-mirror-256"][9] == "- |"
+    # The comparator at 256x256 is judged itself against the mirror variant at 512x512.
+    assert rows["QSM-mirror-256"][9] == (
+        "dropped: below QSM-mirror on Hopper-v4, Walker2d-v4; of SAC's return: Hopper-v4 0.47 |"
+    )
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
     assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "pending"] and kl[7] == "2.50x"
@@ -120,7 +123,7 @@ def test_the_speed_benchmark_times_each_candidate_with_its_units_settings_agains
     at_512, at_256 = ([c[0] for c in group] for group in (screening.CANDIDATES, screening.CANDIDATES_256))
     assert list(agents) == ["SAC-512", *at_512, "SAC", "QSM-256", *at_256]
     for label, (algo, agent) in agents.items():
-        units = benchmark.suite_units("queue") + benchmark.suite_units("core100k")
+        units = benchmark.suite_units("queue") + benchmark.suite_units("core100k") + benchmark.suite_units("screen256")
         units = [u for u in units if u.config.algo == algo]
         assert agent in {u.config.agent for u in units if benchmark.label(u.config) == label}, label
     rates = {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0, "SAC": 90.0, "QSM-mirror-T10-KL-256": 30.0}
