@@ -287,7 +287,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 6, 12]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 6, 12, 12]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -304,6 +304,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM-maxent"},
         {"QSM-256"},
         {"QSM-mirror-256", "QSM-mirror-T10-KL-256"},  # QSM-maxent-samples-256 is dropped (below)
+        {"QSM-mirror-T10-KL-256"},
         {"QSM-mirror-256"},
     ]
     dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
@@ -328,16 +329,14 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         )
         assert settings == {**benchmark.VARIANTS[name.removesuffix("-256")], **benchmark.WIDTH_256}
         assert at_512.config.agent.actor_hidden_dims == (512, 512)
-    # The leading candidate's full units: both benchmarks x 3 seeds (its seed-0 screening units run in item 14).
-    plus = {
-        (u.config.env, u.config.seed)
-        for u in items[13][1] + items[14][1]
-        if benchmark.label(u.config) == "QSM-mirror-256"
-    }
-    assert plus == {(t, s) for t in benchmark.DMC_TASKS + benchmark.GYM_TASKS for s in benchmark.SEEDS}
+    # The leading candidates' full units: both benchmarks x 3 seeds (their seed-0 screening units run in item 14).
+    for name in ("QSM-mirror-T10-KL-256", "QSM-mirror-256"):
+        plus = {(u.config.env, u.config.seed) for _, us in items[13:] for u in us if benchmark.label(u.config) == name}
+        assert plus == {(t, s) for t in benchmark.DMC_TASKS + benchmark.GYM_TASKS for s in benchmark.SEEDS}
     # plus100k pairs it with SAC at its width and holds every other label's units of dmc100k / core100k.
     others = {u.key for name in ("dmc100k", "core100k", "variants100k") for u in benchmark.suite_units(name)}
-    plus100k = [u for u in benchmark.suite_units("plus100k") if benchmark.label(u.config) != "QSM-mirror-256"]
+    candidates = ("QSM-mirror-256", "QSM-mirror-T10-KL-256")
+    plus100k = [u for u in benchmark.suite_units("plus100k") if benchmark.label(u.config) not in candidates]
     assert len(plus100k) == 75 and {u.key for u in plus100k} <= others
     # The width arms change the hidden sizes only.
     sac512, qsm256 = items[0][1][0].config.agent, items[1][1][0].config.agent
@@ -349,7 +348,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 140
+    assert len(queue) == len({u.key for u in queue}) == 152
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 8 and not dropped & {u.key for u in queue}
@@ -396,13 +395,13 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 6, 12]
+    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 6, 12, 12]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
     assert (
-        len(pending) == 140
+        len(pending) == 152
         and pending[0].startswith("sac_dm_control")
-        and pending[-1] == "qsm_Hopper-v4_seed2_100k_49a7c8fabb"  # the last of the leading candidate's units
+        and pending[-1] == "qsm_Hopper-v4_seed2_100k_49a7c8fabb"  # the last of the second candidate's units
     )
 
 

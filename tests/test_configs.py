@@ -51,6 +51,7 @@ def test_print_config_prints_what_the_flags_resolve_to():
         ("sac_512", "SAC-512", "dmc100k"),
         ("sac_512", "SAC-512", "core100k"),
         ("qsm_mirror_256", "QSM-mirror-256", "plus100k"),
+        ("qsm_mirror_t10_kl_256", "QSM-mirror-T10-KL-256", "plus100k"),
     ],
 )
 def test_flagfile_resolves_to_the_units_settings(name, label, suite):

@@ -550,8 +550,13 @@ CONFIGURATIONS = (
         "QSM-maxent-samples",
     ),
     (
-        "a diffusion policy off the walls at SAC's width: the mirror variant at 256x256, the screening's lead "
-        '(docs/variants.md, "Screening")',
+        "a diffusion policy at SAC's level at its width, the screening's lead: MPO's step (the mirror target on the "
+        'policy\'s own samples, lam set by a KL trust region, T = 10) at 256x256 (docs/variants.md, "Screening")',
+        "`--flagfile=configs/qsm_mirror_t10_kl_256.flags`",
+        "QSM-mirror-T10-KL-256",
+    ),
+    (
+        "the same screening's second candidate: the mirror variant at 256x256 (stalls on some tasks)",
         "`--flagfile=configs/qsm_mirror_256.flags`",
         "QSM-mirror-256",
     ),

@@ -76,13 +76,14 @@ SUITES: dict[str, Callable[[], list[Unit]]] = {
     # The goal of the screening (docs/variants.md, "Screening"): both benchmarks together (5 tasks x 3
     # seeds), each QSM configuration beside the SAC of its own width, so the report's "At equal width"
     # table and its goal check read every configuration against the goal. All units but the leading
-    # candidate's (QSM-mirror-256) are the dmc100k / core100k / variants100k ones (the same keys).
+    # candidates' (QSM-mirror-256, QSM-mirror-T10-KL-256) are the dmc100k / core100k / variants100k ones.
     "plus100k": lambda: (
         _grid(("qsm",), BOTH_TASKS, SEEDS, 100_000)
         + _grid(("qsm",), BOTH_TASKS, SEEDS, 100_000, agent=units.VARIANT_MIRROR)
         + _grid(("sac",), BOTH_TASKS, SEEDS, 100_000, agent=units.WIDTH_512)
         + _grid(("qsm",), BOTH_TASKS, SEEDS, 100_000, agent=units.WIDTH_256)
         + _grid(("qsm",), BOTH_TASKS, SEEDS, 100_000, agent=units.SCREEN_256["QSM-mirror-256"])
+        + _grid(("qsm",), BOTH_TASKS, SEEDS, 100_000, agent=units.SCREEN_256["QSM-mirror-T10-KL-256"])
         + _grid(("sac",), BOTH_TASKS, SEEDS, 100_000)
     ),
     # A minute-long check of the whole pipeline (tiny networks; not evidence of anything).
@@ -159,7 +160,11 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
         lambda: SUITES["screen256"](),
     ),
     (
-        "15. the leading candidate's full units: the mirror variant at SAC's width on both benchmarks (plus100k)",
+        "15. the leading candidate's full units: the KL candidate at SAC's width on both benchmarks (plus100k)",
+        _labelled("plus100k", "QSM-mirror-T10-KL-256"),
+    ),
+    (
+        "16. the second candidate's full units: the mirror variant at SAC's width on both benchmarks (plus100k)",
         _labelled("plus100k", "QSM-mirror-256"),
     ),
 )
