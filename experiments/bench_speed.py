@@ -7,7 +7,9 @@
     (2048^3, jitted), measured in the same run;
 (c) env steps/s of the full training loop on Walker2d-v4 against a naive loop written like the
     reference (two dispatches per env step, batches sampled on the host and copied);
-(d) total and per-seed env steps/s for num_seeds 1, 2, 4, 8.
+(d) total and per-seed env steps/s for num_seeds 1, 2, 4, 8;
+(e)-(j) the variants, envs, Diffusion-QL, entropy, depth and screening-cost sections (see `SECTIONS`);
+(k) the reverse chain with the denoiser's first layer split by input against the concatenated input.
 
 The "reference-style" learner (``harness/reference_style.py``) re-creates the reference code's
 update: two separate critic networks, each with its own Adam, the textbook Mish, the time embedding
@@ -18,6 +20,7 @@ the best round of each is reported, since this machine is shared and noisy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -31,11 +34,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from flax import linen as flax_nn  # noqa: E402
 
 import qsm_jax  # noqa: E402
 from harness import provenance  # noqa: E402
 from harness.files import write_results  # noqa: E402
 from harness.reference_style import ref_act, ref_create, ref_update  # noqa: E402
+from qsm_jax import diffusion, networks  # noqa: E402
 from qsm_jax.algorithms import ALGORITHMS  # noqa: E402
 from qsm_jax.program import fused  # noqa: E402
 from qsm_jax.program.envs import EnvPool, env_dims, make_env  # noqa: E402
@@ -52,6 +57,7 @@ flags.DEFINE_integer("loop_steps", 150, "Env steps per timing of (c).", lower_bo
 flags.DEFINE_integer("seed_steps", 20, "Vector steps per timing of (d).", lower_bound=1)
 flags.DEFINE_string("env", "Walker2d-v4", "Task of (c), (d) and (j).")
 flags.DEFINE_integer("goal_steps", 40, "Env steps per timing of (j).", lower_bound=1)
+flags.DEFINE_integer("chains", 20, "Chains per timing of (k).", lower_bound=1)
 flags.DEFINE_integer(
     "buffer_size", 1_000_000, "Replay capacity per agent in (c), (d) and (j) (the reference's 1M).", lower_bound=BATCH
 )
@@ -414,6 +420,55 @@ def goal_agents(env_id: str) -> dict[str, tuple[str, Any]]:
     return out
 
 
+class _ConcatScoreNetwork(networks.ScoreNetwork):
+    """(k)'s contender: the same denoiser and parameters, its first layer on the time features
+    broadcast and concatenated to every row (the form before ``networks.ConcatDense``)."""
+
+    @flax_nn.compact
+    def __call__(self, observations, actions, levels):
+        t = networks.FourierFeatures(self.time_features)(levels)
+        t = networks.MLP(self.time_hidden_dims, activation=networks.mish)(t)
+        x = jnp.concatenate([actions, observations, jnp.broadcast_to(t, (actions.shape[0], t.shape[-1]))], -1)
+        return networks.MLP((*self.hidden_dims, self.action_dim), activation=networks.mish)(x)
+
+
+def bench_chain(obs_dim, action_dim, rounds, n, rows=(256, 8), depths=(5, 10), widths=(256, 512)) -> dict:
+    """(k) The reverse chain (``diffusion.ddpm_sample``) with the denoiser's first layer split by input
+    (``networks.ConcatDense``: the shared time features multiplied once per step) against the time
+    features concatenated to every row, the same parameters, side by side: chains/s and XLA GFLOP per
+    chain, for B rows (256: the critic target's and the anchor's chains; 8: best-of-8 acting)."""
+    fns, flops = {}, {}
+    for width in widths:
+        for steps in depths:
+            for b in rows:
+                obs = jax.random.normal(jax.random.key(0), (b, obs_dim))
+                schedule = diffusion.make_schedule("vp", steps)
+                for form, cls in (("split", networks.ScoreNetwork), ("concat", _ConcatScoreNetwork)):
+                    net = cls(action_dim=action_dim, hidden_dims=(width, width))
+                    params = net.init(jax.random.key(1), obs[:1], jnp.zeros((1, action_dim)), jnp.zeros((1, 1)))
+
+                    def chain(o, key, net=net, params=params, schedule=schedule):
+                        eps = functools.partial(net.apply, params)
+                        return diffusion.ddpm_sample(eps, o, key, schedule, action_dim)
+
+                    compiled = jax.jit(chain).lower(obs, jax.random.key(2)).compile()
+                    name = f"{width}x{width} T={steps} B={b} {form}"
+                    flops[name] = _flops(compiled) / 1e9
+                    fns[name] = functools.partial(_chain_timer, compiled, obs, n)
+    rates = _best_rate(fns, rounds)
+    return {name: {"chains_per_s": rates[name], "gflop": flops[name]} for name in fns}
+
+
+def _chain_timer(compiled, obs, n: int) -> float:
+    """``n`` calls of a compiled chain; chains/s."""
+    key = jax.random.key(3)
+    t = time.perf_counter()
+    for i in range(n):
+        out = compiled(obs, jax.random.fold_in(key, i))
+    jax.block_until_ready(out)
+    return n / (time.perf_counter() - t)
+
+
 def bench_loops(env_id, hidden, rounds, steps, capacity):
     """(c): env steps/s of the fused loop and of naive loops like the reference's."""
     config = RunConfig(env=env_id, agent=qsm_jax.QSMConfig(actor_hidden_dims=hidden, critic_hidden_dims=hidden))
@@ -552,6 +607,17 @@ def _render_header(r: dict) -> list[str]:
     ]
 
 
+def _alternating_head(r: dict, section: str, title: str) -> list[str]:
+    """A section's heading and the first words of its provenance line ("Measured by ... rates alternate")."""
+    p = r.get("provenance", {}).get(section, r)
+    return [
+        "",
+        f"## {title}",
+        "",
+        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+    ]
+
+
 def _render_updates(r: dict) -> list[str]:
     peak = r.get("matmul_peak_gflops", float("nan"))
     lines = [
@@ -677,12 +743,10 @@ def _render_dql(r: dict) -> list[str]:
 
 
 def _render_depth(r: dict) -> list[str]:
-    p = r.get("provenance", {}).get("depth", r)
     lines = [
-        "",
-        "## (i) Diffusion depth T: update cost of QSM (paper, mirror target) and Diffusion-QL (512x512)",
-        "",
-        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+        *_alternating_head(
+            r, "depth", "(i) Diffusion depth T: update cost of QSM (paper, mirror target) and Diffusion-QL (512x512)"
+        ),
         "round by round and the best round is kept. Both run the T-step chain for the critic's next action;",
         "DQL also back-propagates through a second T-step chain for its actor loss.",
         "",
@@ -704,12 +768,12 @@ def _render_depth(r: dict) -> list[str]:
 
 
 def _render_entropy(r: dict) -> list[str]:
-    p = r.get("provenance", {}).get("entropy", r)
     lines = [
-        "",
-        "## (h) Max-ent QSM and adaptive noise: the cost of estimating log pi (512x512, Walker2d-v4 sizes)",
-        "",
-        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+        *_alternating_head(
+            r,
+            "entropy",
+            "(h) Max-ent QSM and adaptive noise: the cost of estimating log pi (512x512, Walker2d-v4 sizes)",
+        ),
         "round by round and the best round is kept. The estimate runs the denoiser on B x T x draws noised",
         "actions (256 x 5 x draws) per update; the reverse chain of the critic target runs it on B x T.",
         "",
@@ -724,12 +788,10 @@ def _render_entropy(r: dict) -> list[str]:
 
 
 def _render_goal(r: dict) -> list[str]:
-    p = r.get("provenance", {}).get("goal", r)
     lines = [
-        "",
-        f"## (j) Screening candidates: time per env step against SAC-512 (training loop, {r['goal_env']})",
-        "",
-        f"Measured by `{p['command']}` at commit `{p['commit']}` on {p['machine']}, {p['date']}; rates alternate",
+        *_alternating_head(
+            r, "goal", f"(j) Screening candidates: time per env step against SAC-512 (training loop, {r['goal_env']})"
+        ),
         "round by round and the best round is kept. Each loop is the fused training loop (env step, acting,",
         "one update per env step) with the agent settings of the label's learning-benchmark units; the",
         "screening goal (docs/variants.md) allows 3x the time per env step of SAC at the same width.",
@@ -741,6 +803,36 @@ def _render_goal(r: dict) -> list[str]:
     for name, rate in v.items():
         reference = v.get("SAC" if name == "SAC" or name.endswith("-256") else "SAC-512")
         lines.append(f"| {name} | {rate:.1f} | {f'{reference / rate:.2f}x' if reference else '-'} |")
+    return lines
+
+
+def _render_chain(r: dict) -> list[str]:
+    lines = [
+        *_alternating_head(
+            r,
+            "chain",
+            "(k) The reverse chain: the denoiser's first layer split by input against the concatenated input",
+        ),
+        "round by round and the best round is kept. Both forms hold the same parameters and compute the same",
+        "function (tests/test_networks.py); the split form (`networks.ConcatDense`, the library's) multiplies",
+        "the time features shared by every row of a chain step once, the concatenated form once per row.",
+        "B = 256: the chains of an update (the critic target's next actions; the anchor and the KL step's",
+        "samples with `--anchor=policy`, `--kl_bound`); B = 8: best-of-8 acting.",
+        "",
+        "| width | T | B | split: chains/s | concatenated: chains/s | speed-up | split GFLOP | concatenated GFLOP |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    v = r["chain"]
+    for name, split in v.items():
+        if not name.endswith(" split"):
+            continue
+        concat = v[name[: -len("split")] + "concat"]
+        width, steps, rows, _ = name.split()
+        lines.append(
+            f"| {width} | {steps[2:]} | {rows[2:]} | {split['chains_per_s']:.0f} | {concat['chains_per_s']:.0f} "
+            f"| **{split['chains_per_s'] / concat['chains_per_s']:.2f}x** "
+            f"| {split['gflop']:.3f} | {concat['gflop']:.3f} |"
+        )
     return lines
 
 
@@ -779,6 +871,9 @@ SECTIONS: dict[str, Section] = {
             "goal_env": FLAGS.env,
         },
         _render_goal,
+    ),
+    "chain": Section(
+        lambda s: {"chain": bench_chain(s.obs_dim, s.action_dim, FLAGS.rounds, FLAGS.chains)}, _render_chain
     ),
 }
 flags.DEFINE_list(

@@ -39,12 +39,41 @@ class MLP(nn.Module):
     activation: Callable[[jax.Array], jax.Array] = nn.relu
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, *inputs: jax.Array) -> jax.Array:
+        """inputs: one (B, D) array, or several (B_i, D_i) whose rows broadcast (B_i = B or 1), taken
+        as their concatenation (``ConcatDense``) -> (B, features[-1])."""
+        x = ConcatDense(self.features[0], name="Dense_0")(*inputs) if len(inputs) > 1 else inputs[0]
         for i, size in enumerate(self.features):
-            x = nn.Dense(size, kernel_init=default_init())(x)
+            if i > 0 or len(inputs) == 1:
+                x = nn.Dense(size, kernel_init=default_init(), name=f"Dense_{i}")(x)
             if i + 1 < len(self.features):
                 x = self.activation(x)
         return x
+
+
+class ConcatDense(nn.Module):
+    """``nn.Dense`` on the concatenation of its inputs, with the same parameters (kernel (sum D_i, F),
+    bias (F,)), computed as one matmul per input: an input with a single row is multiplied once and
+    broadcast. In the reverse chain the time embedding is shared by the whole batch: concatenated
+    to every row it cost as much as the actions and states together (docs/algorithm.md, "Networks").
+
+    Attributes:
+      features: output size F.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, *inputs: jax.Array) -> jax.Array:
+        """inputs (B_i, D_i), rows broadcasting (B_i = B or 1) -> (B, F)."""
+        sizes = [x.shape[-1] for x in inputs]
+        kernel = self.param("kernel", default_init(), (sum(sizes), self.features))
+        out = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        start = 0
+        for x, size in zip(inputs, sizes, strict=True):
+            out = out + x @ kernel[start : start + size]
+            start += size
+        return out
 
 
 class FourierFeatures(nn.Module):
@@ -84,13 +113,12 @@ class ScoreNetwork(nn.Module):
         """observations (B, S), noised actions (B, A), levels (B, 1) float -> eps (B, A).
 
         ``levels`` may also be (1, 1), one level for the whole batch (as in the reverse chain):
-        the time embedding is then computed once and broadcast.
+        the time embedding and its share of the first layer are then computed once and broadcast.
         """
         t = FourierFeatures(self.time_features)(levels)
         t = MLP(self.time_hidden_dims, activation=mish)(t)
-        t = jnp.broadcast_to(t, (actions.shape[0], t.shape[-1]))
-        x = jnp.concatenate([actions, observations, t], axis=-1)
-        return MLP((*self.hidden_dims, self.action_dim), activation=mish)(x)
+        # The body's first layer sees [actions, observations, t]: a (1, .) t is multiplied once.
+        return MLP((*self.hidden_dims, self.action_dim), activation=mish)(actions, observations, t)
 
 
 class CriticEnsemble(nn.Module):
