@@ -933,6 +933,15 @@ def test_the_goal_check_names_each_criterion_a_configuration_misses(tmp_path):
     ]
     # A configuration without 3 seeds on every task is pending, with its count.
     assert rows["QSM"]["agg"] is None and report.goal_words(rows["QSM"]) == "pending (0 of 15 units)"
+    # The training loop measured side by side (bench_speed.py's section (j)) sets the cost where it has both
+    # labels, whatever the units' rates say.
+    speed = tmp_path.parent / f"{tmp_path.name}-speed.json"  # not in the units' folder
+    loop = {"SAC": 120.0, "QSM-mirror-256": 30.0, "QSM-256": 60.0}
+    speed.write_text(json.dumps({"goal": loop, "provenance": {"goal": {"machine": "Some CPU, 1 cores, Linux"}}}))
+    side = {r["label"]: r for r in report.goal_check(*report._suite_parts("plus100k", str(tmp_path)), str(speed))}
+    assert side["QSM-mirror-256"]["cost"] == (4.0, "side by side, Some CPU")
+    assert side["QSM-mirror-256"]["short"] == ["4.0x SAC's time per env step"]
+    assert side["QSM-256"]["cost"] == (2.0, "side by side, Some CPU") and len(side["QSM-256"]["short"]) == 3
     table = report.configuration_table(str(tmp_path))
     iqm = float(mirror["agg"]["iqm"]["QSM-mirror-256"])
     assert f"| {iqm:.2f}; 1.00; 10% (walker-walk): meets the goal |" in table

@@ -11,6 +11,7 @@ probability that QSM improves on SAC (``rliable``, Agarwal et al., NeurIPS 2021)
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections import Counter, defaultdict
@@ -312,7 +313,7 @@ def suite_section(name: str, units_dir: str, out_dir: str) -> str:
     lines += _width_lines(width_pairs(units, cells, envs, algos))
     lines += _arm_lines(width_arms(units, cells, envs, algos))
     if name == GOAL_SUITE:
-        lines += _goal_lines(goal_check(units, cells, envs, algos))
+        lines += _goal_lines(goal_check(units, cells, envs, algos, benchmark.SPEED_PATH))
     return "\n".join(lines)
 
 
@@ -513,7 +514,7 @@ def write_report(
         for name, section in zip(suites, body, strict=True):
             _update_readme_block(doc, name, section, rel)
     write_answer(units_dir, docs, suites)
-    table, screened = configuration_table(units_dir), screening.screening_table(units_dir)
+    table, screened = configuration_table(units_dir, benchmark.SPEED_PATH), screening.screening_table(units_dir)
     for doc in docs:
         _replace_block(doc, *CONFIG_MARKERS, table)
         _replace_block(doc, *screening.MARKERS, screened)
@@ -665,15 +666,18 @@ def worst_walls(cells: dict, envs: list, algo: str) -> tuple[float, str, list[st
     return shares[env], env, unmeasured
 
 
-def goal_check(units: list, cells: dict, envs: list, algos: list) -> list[dict]:
+def goal_check(units: list, cells: dict, envs: list, algos: list, speed_path: str | None = None) -> list[dict]:
     """Each QSM configuration of the suite against ``GOAL`` at its own width (``width_pairs``).
 
     Returns:
       Per configuration: ``label``, ``width``, ``reference`` (SAC at that width), ``agg`` (``aggregate``
       against it, None while either has fewer than 3 seeds on a task), ``done`` (units done, in the suite),
-      ``walls`` (``worst_walls``), ``cost`` (``time_ratio`` against the reference: the units' training
-      rates on the same CPU model and task) and ``short`` (the goal's criteria it misses; None while pending).
+      ``walls`` (``worst_walls``), ``cost`` (time per env step against the reference and what measured it:
+      the training loop side by side in ``speed_path``'s section (j) where it has both labels, else
+      ``time_ratio`` of the units' training rates on the same CPU model and task) and ``short`` (the
+      goal's criteria it misses; None while pending).
     """
+    loop, where = side_by_side_rates(speed_path)
     out = []
     for pair in width_pairs(units, cells, envs, algos):
         ref = pair["reference"]
@@ -681,11 +685,25 @@ def goal_check(units: list, cells: dict, envs: list, algos: list) -> list[dict]:
         for a in pair["algos"]:
             agg = pair["agg"] if pair["agg"] is not None and a in pair["agg"]["algos"] else None
             walls = worst_walls(cells, envs, a)
-            cost = time_ratio(rates_of([r for e in envs for r in cells.get((e, a), [])]), ref_rates)
+            if a in loop and ref in loop:
+                cost = (loop[ref] / loop[a], f"side by side, {where}")
+            else:
+                cost = time_ratio(rates_of([r for e in envs for r in cells.get((e, a), [])]), ref_rates)
             row = {"label": a, "width": pair["width"], "reference": ref, "agg": agg, "done": pair["done"][a]}
             row.update(walls=walls, cost=cost, short=None if agg is None else _goal_misses(agg, a, walls, cost))
             out.append(row)
     return out
+
+
+def side_by_side_rates(speed_path: str | None) -> tuple[dict[str, float], str]:
+    """The training loop's env steps/s per label measured side by side (``bench_speed.py --sections=goal``,
+    section (j) of ``speed_path``) and the CPU model it ran on; ({}, "") without that file or section."""
+    if not speed_path or not os.path.exists(speed_path):
+        return {}, ""
+    with open(speed_path) as f:
+        speed = json.load(f)
+    machine = speed.get("provenance", {}).get("goal", speed).get("machine", "")
+    return speed.get("goal", {}), machine.split(",")[0]
 
 
 def _goal_misses(agg: dict, algo: str, walls: tuple | None, cost: tuple | None) -> list[str]:
@@ -719,7 +737,8 @@ def _goal_lines(rows: list[dict]) -> list[str]:
         f'Against the goal (docs/variants.md, "Screening"): IQM >= {GOAL["iqm"]:g} and P(> SAC) > {GOAL["poi"]:g} '
         f"against SAC at the configuration's width, at most {100 * GOAL['walls']:.0f}% of the action dimensions at "
         f"the walls on every task (final evaluation, mean over seeds), at most {GOAL['cost']:g}x SAC's time per "
-        "env step (the units' training rates, same CPU model and task, median over tasks):\n",
+        "env step (the training loop measured side by side, `bench_speed.py --sections=goal`, results/speed.md (j); "
+        "for labels not measured there the units' training rates, same CPU model and task, median over tasks):\n",
         "| configuration | against | IQM [95% CI] | P(> against) [95% CI] | at the walls, worst task | time per env "
         "step vs against | goal |",
         "|---|---|---|---|---|---|---|",
@@ -758,12 +777,13 @@ def time_ratio(rates: dict, reference: dict) -> tuple[float, str] | None:
     return fastest_ref[shared[0]] / fastest[shared[0]], f"{shared[0]}, fastest units, other tasks"
 
 
-def configuration_table(units_dir: str) -> str:
+def configuration_table(units_dir: str, speed_path: str | None = None) -> str:
     """The README's table of named configurations (``CONFIGURATIONS``) with, from the unit files, how
     many units each has, what it learns and what it costs: its IQM of SAC-normalised final return in
     each answered suite's aggregate ("-" until it has 3 seeds on every task there), the fastest unit's
     env steps/s on one core of each CPU model (units alone on a core; machines of one kind differ up
-    to 2x, so costs compare within a model), and its time per env step against SAC's (``time_ratio``)."""
+    to 2x, so costs compare within a model), and its time per env step against SAC's (``time_ratio``);
+    the goal column's cost reads ``speed_path``'s side-by-side loop rates (``goal_check``)."""
     by_name = defaultdict(list)
     for record in benchmark.load_units(units_dir):
         by_name[benchmark.label(benchmark.unit_of(record).config)].append(record)
@@ -772,7 +792,7 @@ def configuration_table(units_dir: str) -> str:
     for suite in ANSWERED:
         _, envs, algos, cells, _ = suite_cells(suite, units_dir)
         iqms[suite] = (aggregate(cells, envs, algos) or {}).get("iqm", {})
-    goal = {row["label"]: row for row in goal_check(*_suite_parts(GOAL_SUITE, units_dir))}
+    goal = {row["label"]: row for row in goal_check(*_suite_parts(GOAL_SUITE, units_dir), speed_path)}
     cpus = sorted({cpu for by_pair in rates.values() for cpu, _ in by_pair})
     head = " | ".join(f"env steps/s per core, {cpu}" for cpu in cpus)
     lines = [
