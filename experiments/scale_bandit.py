@@ -84,6 +84,9 @@ AGENTS = {
     # Another: MPO's step, the mirror target on the raw grad_a Q anchored on the policy's own samples, its
     # lam learned by a KL trust region (the E-step dual).
     "QSM-mirror-KL": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL)),
+    # The same, its anchor the critic target's chain samples at the next states (here s' = s: the bandit checks
+    # that reusing those samples for the actor's step costs nothing).
+    "QSM-mirror-KL-next": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL, anchor="next")),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),

@@ -9,7 +9,7 @@ from qsm_jax.common import check, finite
 
 BETA_SCHEDULES = ("vp", "linear", "cosine")
 SCORE_TARGETS = ("qsm", "tilted", "mirror")
-ANCHORS = ("replay", "policy")
+ANCHORS = ("replay", "policy", "next")
 EXPLORATIONS = ("fixed", "adaptive")
 ENTROPY_ESTIMATES = ("denoiser", "samples")
 EVAL_SAMPLINGS = ("chain", "noise_free", "best_of_n")
@@ -110,7 +110,9 @@ class QSMConfig(DiffusionPolicyConfig):
         chain per update). With "mirror" the fixed point becomes the CURRENT policy tilted by
         ``exp(Q / lam)`` (a mirror-descent step, as MPO's on its own samples) instead of the
         replay distribution tilted, so the pull-back is toward what the policy does now, not
-        toward old behaviour.
+        toward old behaviour. "next": the policy's samples too, without a chain of its own: the
+        critic target's chain samples a' at the batch's next states s' (before the target noise),
+        the actor's step taken at s' (as much a sample of the replay states as s).
       normalize_grad: divide ``g`` by a running RMS of ``g`` (``QSMState.grad_sq``), so that
         ``alpha`` / ``lam`` do not depend on the reward scale.
       kl_bound: eps > 0 learns the tilt's ``lam`` by a KL trust region instead of fixing it (MPO's

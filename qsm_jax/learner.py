@@ -147,6 +147,7 @@ def critic_update(
     target_noise_key: jax.Array,
     log_prob_fn: Any = None,
     temperature: jax.Array | float | None = None,
+    next_actions: jax.Array | None = None,
 ):
     """The critic half of an update of a diffusion-policy agent (QSM, or the DQL baseline).
 
@@ -154,12 +155,15 @@ def critic_update(
     clipped double-Q TD loss; Polyak update of the targets. With ``log_prob_fn`` (``(B, A) -> (B,)``)
     log pi of the chain's next actions (before the target noise) is estimated and reported as
     "log_prob"; with ``temperature`` too, -temperature * log pi joins the target (soft Bellman).
+    ``next_actions`` (B, A): the chain's samples at the next states if the caller drew them already
+    (``next_chain``), else they are drawn here with ``chain_key``.
 
     Returns:
       (critic TrainState, target critic params, aux metrics of ``losses.critic_loss``).
     """
     cfg = state.config
-    next_actions = diffusion.sample_chain(state.actor, cfg, batch.next_observations, chain_key, state.action_dim)
+    if next_actions is None:
+        next_actions = next_chain(state, batch, chain_key)
     bonus, bonus_aux = 0.0, {}
     if log_prob_fn is not None:
         log_prob = jax.lax.stop_gradient(log_prob_fn(next_actions))
@@ -183,6 +187,12 @@ def critic_update(
     critic = state.critic.apply_gradients(grads=critic_grads)
     target_critic_params = optax.incremental_update(critic.params, state.target_critic_params, cfg.tau)
     return critic, target_critic_params, {**critic_aux, **bonus_aux}
+
+
+def next_chain(state: Any, batch: Batch, chain_key: jax.Array) -> jax.Array:
+    """The reverse chain's actions at the batch's next states, (B, A): the critic target's a' before its
+    target noise (and, with ``anchor="next"``, the actions the actor's step noises)."""
+    return diffusion.sample_chain(state.actor, state.config, batch.next_observations, chain_key, state.action_dim)
 
 
 @jax.jit
@@ -211,10 +221,13 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     key, chain_key, target_noise_key, level_key, noise_key = jax.random.split(state.key, 5)
     temperature = entropy_temperature(state)
     log_prob_fn = _log_prob_fn(state, batch.next_observations, chain_key) if cfg.estimates_entropy else None
+    next_actions = next_chain(state, batch, chain_key) if cfg.anchor == "next" else None
     critic, target_critic_params, critic_aux = critic_update(
-        state, batch, chain_key, target_noise_key, log_prob_fn, temperature if cfg.max_entropy else None
+        state, batch, chain_key, target_noise_key, log_prob_fn, temperature if cfg.max_entropy else None, next_actions
     )
-    actor, grad_sq, actor_aux = actor_update(state, critic, batch, level_key, noise_key, lam=tilt_lam(state))
+    actor, grad_sq, actor_aux = actor_update(
+        state, critic, batch, level_key, noise_key, lam=tilt_lam(state), next_actions=next_actions
+    )
     new_state = state.replace(
         actor=actor,
         critic=critic,
@@ -232,14 +245,21 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
 
 
 def actor_update(
-    state: QSMState, critic: Any, batch: Batch, level_key: jax.Array, noise_key: jax.Array, lam: Any
+    state: QSMState,
+    critic: Any,
+    batch: Batch,
+    level_key: jax.Array,
+    noise_key: jax.Array,
+    lam: Any,
+    next_actions: jax.Array | None = None,
 ) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
     """The actor half of a QSM update: one Adam step on ``losses.qsm_actor_loss``.
 
-    Each of the B actions (the replay actions, or with ``anchor="policy"`` fresh chain samples at the
-    batch's states, drawn with ``fold_in(noise_key, 2)``) gets one uniform diffusion level and one
-    Gaussian noise draw; grad_a Q comes from ``critic`` (the critics just updated, averaged over the
-    ensemble), the target is ``config.score_target`` with tilt ``lam``.
+    Each of the B actions (``config.anchor``: the replay actions at the batch's states; "policy": fresh
+    chain samples there, drawn with ``fold_in(noise_key, 2)``; "next": ``next_actions``, the critic
+    target's chain samples at the batch's next states, where the step is then taken) gets one uniform
+    diffusion level and one Gaussian noise draw; grad_a Q comes from ``critic`` (the critics just
+    updated, averaged over the ensemble), the target is ``config.score_target`` with tilt ``lam``.
 
     Returns:
       (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
@@ -250,16 +270,18 @@ def actor_update(
         return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
 
     batch_size = batch.actions.shape[0]
-    actions = batch.actions
+    observations, actions = batch.observations, batch.actions
     if cfg.anchor == "policy":  # a key of its own: the default key stream stays as it was
         anchor_key = jax.random.fold_in(noise_key, 2)
         actions = diffusion.sample_chain(state.actor, cfg, batch.observations, anchor_key, state.action_dim)
         actions = jax.lax.stop_gradient(actions)
+    elif cfg.anchor == "next":
+        observations, actions = batch.next_observations, jax.lax.stop_gradient(next_actions)
     actor_grads, actor_aux = jax.grad(losses.qsm_actor_loss, has_aux=True)(
         state.actor.params,
         state.actor.apply_fn,
         q_fn,
-        batch.observations,
+        observations,
         actions,
         jax.random.randint(level_key, (batch_size,), 0, cfg.diffusion_steps),
         jax.random.normal(noise_key, batch.actions.shape),

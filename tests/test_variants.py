@@ -255,6 +255,30 @@ def test_the_policy_anchor_noises_fresh_chain_samples_of_the_current_actor(tiny_
     assert qsm_jax.QSMConfig().anchor == "replay"
 
 
+def test_the_next_anchor_reuses_the_critic_targets_chain_samples_at_the_next_states(tiny_config):
+    """anchor="next": the critic step is the replay-anchored one; the actor step is the replay-anchored
+    step on a batch whose states are the next states and whose actions are the chain samples the
+    critic target drew there (before its target noise): no chain of its own."""
+    cfg = dataclasses.replace(tiny_config, score_target="mirror", lam=1.0, kl_bound=0.1, anchor="next")
+    state = qsm_jax.create_train_state(jax.random.key(0), 3, 2, cfg)
+    batch = _batch(0)
+    new, _ = qsm_jax.train_step(state, batch)
+    replay = state.replace(config=dataclasses.replace(cfg, anchor="replay"))
+    by_replay, _ = qsm_jax.train_step(replay, batch)
+    for a, b in zip(jax.tree.leaves(new.critic), jax.tree.leaves(by_replay.critic), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _, chain_key, _, level_key, noise_key = jax.random.split(state.key, 5)
+    samples = learner.next_chain(state, batch, chain_key)
+    shifted = batch._replace(observations=batch.next_observations, actions=samples)
+    actor, _, _ = learner.actor_update(replay, new.critic, shifted, level_key, noise_key, learner.tilt_lam(state))
+    for a, b in zip(jax.tree.leaves(new.actor), jax.tree.leaves(actor), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(
+        np.asarray(new.actor.params["MLP_1"]["Dense_2"]["kernel"]),
+        np.asarray(by_replay.actor.params["MLP_1"]["Dense_2"]["kernel"]),
+    )
+
+
 def _numpy_dual(lam, q, eps):  # float64: lam eps + lam mean_s log mean_j exp(q_sj / lam)
     z = q / lam
     top = z.max(-1, keepdims=True)

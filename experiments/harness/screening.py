@@ -63,6 +63,14 @@ CANDIDATES_256 = tuple(
     (f"{name}-256", bandit, None, f"{what}; at 256x256")
     for name, bandit, _, what in CANDIDATES
     if f"{name}-256" in benchmark.SCREEN_256
+) + (
+    (
+        "QSM-mirror-T10-KL-next-256",
+        ("QSM-mirror-KL-next", 10),
+        None,
+        "the KL candidate without the anchor's own chain (`--anchor=next`: the critic target's chain samples at "
+        "the next states, the actor's step taken there); at 256x256",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the

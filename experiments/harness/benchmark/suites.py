@@ -155,8 +155,8 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     # nothing longer. It says whether the screening could run at 256x256 (docs/variants.md, "Screening").
     ("13. QSM at SAC's width (256x256) on gym MuJoCo", _labelled("core100k", "QSM-256")),
     (
-        "14. screening at SAC's width (256x256): the mirror variant, the KL candidate and max-ent QSM, seed 0 on "
-        "Hopper, Walker2d, walker-run",
+        "14. screening at SAC's width (256x256): the mirror variant, the KL candidate, max-ent QSM and the KL "
+        "candidate without the anchor's own chain (its cost), seed 0 on Hopper, Walker2d, walker-run",
         lambda: SUITES["screen256"](),
     ),
     (
