@@ -86,7 +86,7 @@ AGENTS = {
     "QSM-mirror-KL": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL)),
     # The same, its anchor the critic target's chain samples at the next states (here s' = s: the bandit checks
     # that reusing those samples for the actor's step costs nothing).
-    "QSM-mirror-KL-next": ("qsm", QSMConfig(**SMALL, **VARIANT_MIRROR_KL, anchor="next")),
+    "QSM-mirror-KL-next": ("qsm", QSMConfig(**SMALL, **{**VARIANT_MIRROR_KL, "anchor": "next"})),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),
