@@ -287,7 +287,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 9, 12, 12]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 18, 27, 9, 12, 4, 6, 9, 12, 12]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -295,9 +295,8 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"SAC-512"},
         {"QSM-mirror-policy", "QSM-mirror-T10"},
         {"DQL"},
-        {"QSM-mirror-T10-KL", "QSM-maxent-samples"},
+        # the KL candidate and max-ent QSM's sample estimate at 512x512 are dropped (below)
         {"QSM", "QSM-mirror", "SAC"},
-        {"QSM-maxent-samples"},
         {"QSM", "SAC", "TD3"},
         {"QSM-mirror"},
         {"QSM", "QSM-mirror"},
@@ -309,21 +308,14 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM-mirror-256"},
     ]
     dmc, gym = set(benchmark.DMC_TASKS), set(benchmark.GYM_TASKS)
-    assert all(u.config.env in dmc for i in (0, 1, 8, 9) for u in items[i][1])
-    assert all(u.config.env in gym for i in (2, 4, 7, 10, 11, 12) for u in items[i][1])
-    assert {u.config.env for u in items[6][1]} == {"Ant-v4", "Humanoid-v4"}
+    assert all(u.config.env in dmc for i in (0, 1, 6, 7) for u in items[i][1])
+    assert all(u.config.env in gym for i in (2, 4, 8, 9, 10) for u in items[i][1])
+    assert {u.config.env for u in items[5][1]} == {"Ant-v4", "Humanoid-v4"}
     # Screening: seed 0 on the three tasks where today's configurations disagree most.
     assert {(u.config.env, u.config.seed) for u in items[3][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
     assert {u.config.agent.diffusion_steps for u in items[3][1]} == {5, 10}
-    assert {(u.config.env, u.config.seed) for u in items[5][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
-    agents = {
-        (u.config.agent.diffusion_steps, u.config.agent.kl_bound, u.config.agent.auto_temperature) for u in items[5][1]
-    }
-    assert agents == {(10, 0.1, False), (5, 0.0, True)}
-    # The max-ent candidate's seed-0 gym units are the maxent100k ones (one run serves both); seeds 1, 2 follow.
-    assert {(u.config.env, u.config.seed) for u in items[7][1]} == {(t, s) for t in benchmark.GYM_TASKS for s in (1, 2)}
     # Screening at 256x256: seed 0 on the screening tasks, each setting as at 512x512 but the hidden sizes.
-    assert {(u.config.env, u.config.seed) for u in items[13][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
+    assert {(u.config.env, u.config.seed) for u in items[11][1]} == {(t, 0) for t in benchmark.SCREEN_TASKS}
     # Each 256x256 candidate is a 512x512 one with only the widths changed, but the one screened at 256x256 alone.
     alone = {"QSM-mirror-T10-KL-next-256": benchmark.VARIANT_MIRROR_T10_KL_NEXT}
     for name, settings in benchmark.SCREEN_256.items():
@@ -335,9 +327,9 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         )
         assert settings == {**benchmark.VARIANTS[name.removesuffix("-256")], **benchmark.WIDTH_256}
         assert at_512.config.agent.actor_hidden_dims == (512, 512)
-    # The leading candidates' full units: both benchmarks x 3 seeds (their seed-0 screening units run in item 14).
+    # The leading candidates' full units: both benchmarks x 3 seeds (their seed-0 screening units run in item 12).
     for name in ("QSM-mirror-T10-KL-256", "QSM-mirror-256"):
-        plus = {(u.config.env, u.config.seed) for _, us in items[13:] for u in us if benchmark.label(u.config) == name}
+        plus = {(u.config.env, u.config.seed) for _, us in items[11:] for u in us if benchmark.label(u.config) == name}
         assert plus == {(t, s) for t in benchmark.DMC_TASKS + benchmark.GYM_TASKS for s in benchmark.SEEDS}
     # plus100k pairs it with SAC at its width and holds every other label's units of dmc100k / core100k.
     others = {u.key for name in ("dmc100k", "core100k", "variants100k") for u in benchmark.suite_units(name)}
@@ -350,17 +342,19 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert qsm256 == dataclasses.replace(QSMConfig(), actor_hidden_dims=(256, 256), critic_hidden_dims=(256, 256))
     # The variant on DMC is the variants100k mirror unit config, only the env differs (no per-task tuning).
     mirror = benchmark.make_unit("qsm", "Walker2d-v4", 0, 100_000, agent=benchmark.VARIANT_MIRROR)
-    assert {u.config.agent for u in items[9][1]} == {mirror.config.agent}
+    assert {u.config.agent for u in items[7][1]} == {mirror.config.agent}
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 155
+    assert len(queue) == len({u.key for u in queue}) == 145
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
-    assert len(dropped) == 8 and not dropped & {u.key for u in queue}
-    assert {u.config.seed for u in items[11][1]} == {0, 1}
+    assert len(dropped) == 14 and not dropped & {u.key for u in queue}
+    kl512 = [u for u in benchmark.suite_units("screen100k") if benchmark.label(u.config) == "QSM-mirror-T10-KL"]
+    assert len(kl512) == 3 and all("256x256" in benchmark.dropped_reason(u) for u in kl512)
+    assert {u.config.seed for u in items[9][1]} == {0, 1}
     # Settings added later keep the keys of the units measured before them (entropy_estimate here).
-    assert "qsm_Walker2d-v4_seed1_100k_d8488df7e3" in {u.key for u in items[11][1]}
+    assert "qsm_Walker2d-v4_seed1_100k_d8488df7e3" in {u.key for u in items[9][1]}
     # dmc100k kept the keys of its units that ran before the variant and the width arms joined it.
     dmc_keys = {u.key for u in benchmark.suite_units("dmc100k")}
     assert "td3_dm_control-walker-walk-v0_seed1_100k_509920146a" in dmc_keys and len(dmc_keys) == 54
@@ -401,11 +395,11 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 6, 18, 4, 27, 9, 12, 4, 6, 9, 12, 12]
+    expected = [9, 9, 6, 6, 6, 18, 27, 9, 12, 4, 6, 9, 12, 12]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
     assert (
-        len(pending) == 155
+        len(pending) == 145
         and pending[0].startswith("sac_dm_control")
         and pending[-1] == "qsm_Hopper-v4_seed2_100k_49a7c8fabb"  # the last of the second candidate's units
     )
@@ -948,6 +942,10 @@ def test_the_goal_check_names_each_criterion_a_configuration_misses(tmp_path):
     assert side["QSM-mirror-256"]["cost"] == (4.0, "side by side, Some CPU")
     assert side["QSM-mirror-256"]["short"] == ["4.0x SAC's time per env step"]
     assert side["QSM-256"]["cost"] == (2.0, "side by side, Some CPU") and len(side["QSM-256"]["short"]) == 3
+    # A pending configuration's cell in the README's table says what is known already.
+    pending = {**side["QSM-mirror-256"], "agg": None, "short": None, "done": (3, 15)}
+    cell = report._goal_cell({**pending, "walls": (0.51, "dm_control/walker-run-v0", [])})
+    assert cell == "pending (3 of 15 units); walls 51% (walker-run); 4.00x SAC's time per env step"
     table = report.configuration_table(str(tmp_path))
     iqm = float(mirror["agg"]["iqm"]["QSM-mirror-256"])
     assert f"| {iqm:.2f}; 1.00; 10% (walker-walk): meets the goal |" in table

@@ -99,7 +99,13 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     )
     # The KL trust region: its bandit runs under its own agent at T = 10, its cost from the variants section.
     # Max-ent QSM's cost from the entropy section (its sample estimate at 2 samples against the paper's update).
-    assert rows["QSM-maxent-samples"][7:] == ["1.50x", "pending (units: pending)", "pending (0 of 3 tasks) |"]
+    # Its 512x512 units left the queue (benchmark.DROPPED): the row says so instead of "pending".
+    assert rows["QSM-maxent-samples"][4:] == [
+        *["not run (dropped)"] * 3,
+        "1.50x",
+        "pending (units: pending)",
+        "not run: left the queue (0 of 3 tasks; results/learning/README.md says why) |",
+    ]
     # At 256x256: compared with the mirror variant at 256x256, the goal's reference is SAC (ran on Hopper only);
     # the bandit cells are the 512x512 candidate's (64x64 on the bandit), the update cost is left to that row.
     kl_256 = rows["QSM-mirror-T10-KL-256"]
@@ -119,7 +125,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
     ]
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
-    assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "pending"] and kl[7] == "2.50x"
+    assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "not run (dropped)"] and kl[7] == "2.50x"
     # Below the mirror variant on two tasks: dropped, whatever the third says.
     assert kl[9] == "dropped: below QSM-mirror on Hopper-v4, Walker2d-v4; of SAC-512's return: Hopper-v4 0.75 |"
 
@@ -131,7 +137,7 @@ def test_the_speed_benchmark_times_each_candidate_with_its_units_settings_agains
     at_512, at_256 = ([c[0] for c in group] for group in (screening.CANDIDATES, screening.CANDIDATES_256))
     assert list(agents) == ["SAC-512", *at_512, "SAC", "QSM-256", *at_256]
     for label, (algo, agent) in agents.items():
-        units = benchmark.suite_units("queue") + benchmark.suite_units("core100k") + benchmark.suite_units("screen256")
+        units = [u for suite in ("queue", "core100k", "screen100k", "screen256") for u in benchmark.suite_units(suite)]
         units = [u for u in units if u.config.algo == algo]
         assert agent in {u.config.agent for u in units if benchmark.label(u.config) == label}, label
     rates = {"SAC-512": 30.0, "QSM": 20.0, "QSM-mirror-T10-KL": 8.0, "SAC": 90.0, "QSM-mirror-T10-KL-256": 30.0}

@@ -551,8 +551,9 @@ CONFIGURATIONS = (
         "QSM-maxent-samples",
     ),
     (
-        "a diffusion policy at SAC's level at its width, the screening's lead: MPO's step (the mirror target on the "
-        'policy\'s own samples, lam set by a KL trust region, T = 10) at 256x256 (docs/variants.md, "Screening")',
+        "a diffusion policy at SAC's level at its width, the screening's lead on returns: MPO's step (the mirror "
+        "target on the policy's own samples, lam set by a KL trust region, T = 10) at 256x256; its anchor's own chain "
+        'takes it over the goal\'s cost (docs/variants.md, "Screening")',
         "`--flagfile=configs/qsm_mirror_t10_kl_256.flags`",
         "QSM-mirror-T10-KL-256",
     ),
@@ -820,9 +821,11 @@ def _suite_parts(name: str, units_dir: str) -> tuple[list, dict, list, list]:
 
 def _goal_cell(row: dict) -> str:
     """A ``goal_check`` row in the configuration table: IQM; P; worst wall share, then the verdict."""
-    if row["agg"] is None:
-        return goal_words(row)
     walls = f"{100 * row['walls'][0]:.0f}% ({_task(row['walls'][1])})" if row["walls"] else "-"
+    if row["agg"] is None:  # what is known already: the worst wall share so far and the cost
+        known = [f"walls {walls}"] if row["walls"] else []
+        known += [f"{row['cost'][0]:.2f}x {row['reference']}'s time per env step"] if row["cost"] else []
+        return "; ".join([goal_words(row), *known])
     iqm, poi = float(row["agg"]["iqm"][row["label"]]), float(row["agg"]["poi"][row["label"]])
     return f"{iqm:.2f}; {poi:.2f}; {walls}: {goal_words(row)}"
 
