@@ -24,12 +24,12 @@ install: $(STAMP)
 # passes (~30% less CPU; results differ from optimised ones by float rounding only, and every check
 # compares like with like). `make test-slow` and everything users run keep the optimised compiler.
 test: $(STAMP)
-	JAX_DISABLE_MOST_OPTIMIZATIONS=1 $(PY) -m pytest -q -n 2 -m "not slow" tests
+	JAX_DISABLE_MOST_OPTIMIZATIONS=1 $(PY) -m pytest -q -n 2 -m "not slow" --durations=10 tests
 
 # The slow checks: learning on bandits and Pendulum, the cluster launchers, full disks, signals and
 # videos end to end, the report's regeneration. CI runs them after `make test`.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m slow tests
+	$(PY) -m pytest -q -n 2 -m slow --durations=10 tests
 
 # Everything in one call (make test + make test-slow).
 test-all: $(STAMP)

@@ -851,6 +851,26 @@ def test_probability_of_improvement_equals_rliables_bit_for_bit(monkeypatch):
         np.testing.assert_array_equal(ours[1][k], theirs[1][k])
 
 
+def test_iqm_equals_rliables_bit_for_bit(monkeypatch):
+    """The report's IQM is rliable's (SciPy's 25% trimmed mean over every entry), for sizes whose
+    quarter is and is not whole, ties included, and so are the bootstrap CIs built on it."""
+    from rliable import metrics as rly_metrics
+
+    rng = np.random.default_rng(0)
+    cases = [rng.normal(size=shape) for shape in ((1, 1), (3, 1), (3, 2), (3, 5), (4, 4), (7, 3), (10, 15))]
+    cases += [rng.integers(0, 3, size=(5, 3)).astype(float), np.ones((3, 3)), rng.normal(size=9) * 1e6]
+    for scores in cases:
+        assert report.iqm(scores) == rly_metrics.aggregate_iqm(scores)
+    # By hand: 8 entries, a quarter (2) cut at each end, the mean of the middle four.
+    assert report.iqm(np.array([[9.0, 1.0, 4.0, 2.0], [7.0, 100.0, -5.0, 3.0]])) == (2.0 + 3.0 + 4.0 + 7.0) / 4
+    monkeypatch.setattr(report, "BOOTSTRAP_REPS", 200)
+    scores = {"A": cases[3], "B": cases[6]}
+    ours, theirs = (report.interval_estimates(scores, f) for f in (report.iqm, rly_metrics.aggregate_iqm))
+    for k in scores:
+        assert ours[0][k] == theirs[0][k]
+        np.testing.assert_array_equal(ours[1][k], theirs[1][k])
+
+
 def test_bootstrap_intervals_are_reproducible():
     """The same scores give the same CIs on every call (rliable resamples from NumPy's global generator)."""
     from rliable import metrics as rly_metrics
@@ -861,6 +881,17 @@ def test_bootstrap_intervals_are_reproducible():
     second = report.interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
     for k in scores:
         np.testing.assert_array_equal(first[k], second[k])
+    # The same scores again (under any name) are the result already computed; a caller that changes
+    # what it got changes nothing for the next one; computed afresh, the same numbers.
+    cached = len(report._BOOTSTRAPPED)
+    first["A"][:] = np.nan
+    again = report.interval_estimates({"C": scores["B"].copy(), "A": scores["A"]}, rly_metrics.aggregate_iqm)[1]
+    assert len(report._BOOTSTRAPPED) == cached
+    report._BOOTSTRAPPED.clear()
+    afresh = report.interval_estimates(scores, rly_metrics.aggregate_iqm)[1]
+    for k, k_again in (("A", "A"), ("B", "C")):
+        np.testing.assert_array_equal(again[k_again], second[k])
+        np.testing.assert_array_equal(afresh[k], second[k])
 
 
 def test_an_algorithms_interval_does_not_depend_on_the_others_in_the_suite(monkeypatch):
