@@ -87,6 +87,9 @@ AGENTS = {
     # The same, its anchor the critic target's chain samples at the next states (here s' = s: the bandit checks
     # that reusing those samples for the actor's step costs nothing).
     "QSM-mirror-KL-next": ("qsm", QSMConfig(**SMALL, **{**VARIANT_MIRROR_KL, "anchor": "next"})),
+    # The same, its KL dual read at 8 states instead of 32 (here every state is the same one: the bandit checks
+    # that 64 chain samples per update still set lam).
+    "QSM-mirror-KL-dual8": ("qsm", QSMConfig(**SMALL, **{**VARIANT_MIRROR_KL, "kl_states": 8})),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),

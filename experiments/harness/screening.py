@@ -71,6 +71,13 @@ CANDIDATES_256 = tuple(
         "the KL candidate without the anchor's own chain (`--anchor=next`: the critic target's chain samples at "
         "the next states, the actor's step taken there); at 256x256",
     ),
+    (
+        "QSM-mirror-T10-KL-dual8-256",
+        ("QSM-mirror-KL-dual8", 10),
+        None,
+        "the KL candidate with its dual read at 8 of the batch's states instead of 32 (`--kl_states=8`: a chain "
+        "of 64 rows instead of 256); at 256x256",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the

@@ -191,6 +191,10 @@ VARIANT_MIRROR_T10_KL = {**VARIANT_MIRROR_KL, "diffusion_steps": 10}
 # target's chain samples at the batch's next states, where the actor's step is then taken (``anchor="next"``).
 # At 256x256 the anchor's chain made the KL candidate cost 3.3x SAC's time per env step (results/speed.md (j)).
 VARIANT_MIRROR_T10_KL_NEXT = {**VARIANT_MIRROR_T10_KL, "anchor": "next"}
+# The same step with its KL dual read at 8 of the batch's states instead of 32 (8 chain samples each: a
+# chain of 64 rows instead of 256; lam is one scalar averaged by Adam over updates): the KL candidate's
+# update without most of the dual's chain, to bring it within the goal's cost.
+VARIANT_MIRROR_T10_KL_DUAL8 = {**VARIANT_MIRROR_T10_KL, "kl_states": 8}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
@@ -203,6 +207,7 @@ SCREEN_256 = {
     "QSM-mirror-T10-KL-256": {**VARIANT_MIRROR_T10_KL, **WIDTH_256},
     "QSM-maxent-samples-256": {**VARIANT_MAXENT_SAMPLES, **WIDTH_256},
     "QSM-mirror-T10-KL-next-256": {**VARIANT_MIRROR_T10_KL_NEXT, **WIDTH_256},
+    "QSM-mirror-T10-KL-dual8-256": {**VARIANT_MIRROR_T10_KL_DUAL8, **WIDTH_256},
 }
 # Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
 # for run.py): an agent config of that algorithm with these settings is labelled by the name.
