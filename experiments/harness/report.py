@@ -175,6 +175,12 @@ def fit_title(fig, title: str, fontsize: float = 11.0) -> None:
         text.set_fontsize(text.get_fontsize() - 0.5)
 
 
+def _mean_over_runs(scores: np.ndarray) -> np.ndarray:
+    """(runs, 1, steps) -> (steps,): the curve's mean over runs (a named function, so that a unit's curves
+    in several suites are bootstrapped once: ``interval_estimates`` keys its results by function)."""
+    return scores.mean(axis=(0, 1))
+
+
 def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (algo, records) in enumerate(cells.items()):
@@ -182,7 +188,7 @@ def _plot_env(path: str, env: str, cells: dict[str, list[dict]], title: str) -> 
         mean = curves.mean(0)
         ax.plot(steps, mean, color=f"C{i}", label=f"{algo} ({len(records)} seed{'s' * (len(records) > 1)})")
         if len(records) >= 2:  # 95% bootstrap band of the mean over seeds, per step
-            _, band = interval_estimates({algo: curves[:, None, :]}, lambda s: s.mean(axis=(0, 1)))
+            _, band = interval_estimates({algo: curves[:, None, :]}, _mean_over_runs)
             ax.fill_between(steps, band[algo][0], band[algo][1], color=f"C{i}", alpha=0.2)
     fit_title(fig, title)
     ax.set_xlabel("env steps")

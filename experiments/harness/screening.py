@@ -121,14 +121,9 @@ def _task_cell(seed0: dict, label: str, env: str) -> str:
     """The seed-0 unit's final return at 100k env steps, and its share of action dimensions at the walls."""
     r = seed0.get((label, env))
     if r is None:
-        return "not run (dropped)" if _dropped(label) else "pending"
+        return "not run (dropped)" if benchmark.dropped_why(label, 0) else "pending"
     wall = r["curve"][-1].get("wall_share")
     return f"{r['final_return']:.0f}" + (f" ({100 * wall:.0f}% walls)" if wall is not None else "")
-
-
-def _dropped(label: str) -> bool:
-    """Whether ``label``'s seed-0 units left the queue (``benchmark.DROPPED``)."""
-    return any(name == label and 0 in seeds for name, seeds in benchmark.DROPPED)
 
 
 def _verdict(seed0: dict, label: str) -> str:
@@ -149,7 +144,7 @@ def _verdict(seed0: dict, label: str) -> str:
     elif len(done) - len(below) >= len(TASKS) - 1:  # above on two of the three: the rule cannot drop it
         left = f" ({len(TASKS) - len(done)} task pending)" if len(done) < len(TASKS) else ""
         verdict = f"kept: above {best_label} on {len(done) - len(below)} of {len(TASKS)}{left}"
-    elif _dropped(label):
+    elif benchmark.dropped_why(label, 0):
         return f"not run: left the queue ({len(done)} of {len(TASKS)} tasks; results/learning/README.md says why)"
     else:
         return f"pending ({len(done)} of {len(TASKS)} tasks)"

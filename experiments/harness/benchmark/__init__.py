@@ -29,6 +29,7 @@ from harness.benchmark.suites import (
     SEEDS,
     SUITES,
     dropped_reason,
+    dropped_why,
     queue_order,
     suite_units,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "code_version",
     "cpu_model",
     "dropped_reason",
+    "dropped_why",
     "estimate_is_rough",
     "estimated_seconds",
     "import_units",

@@ -193,8 +193,12 @@ DROPPED: dict[tuple[str, tuple[int, ...]], str] = {
 
 def dropped_reason(unit: Unit) -> str | None:
     """Why ``unit`` left the queue (``DROPPED``), or None if it is queued."""
-    name = label(unit.config)
-    return next((why for (lab, seeds), why in DROPPED.items() if lab == name and unit.config.seed in seeds), None)
+    return dropped_why(label(unit.config), unit.config.seed)
+
+
+def dropped_why(name: str, seed: int) -> str | None:
+    """Why the units labelled ``name`` at ``seed`` left the queue (``DROPPED``), or None."""
+    return next((why for (lab, seeds), why in DROPPED.items() if lab == name and seed in seeds), None)
 
 
 def queue_order(units_dir: str = UNITS_DIR) -> list[tuple[str, list[Unit]]]:
