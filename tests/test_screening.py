@@ -118,8 +118,20 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "dropped: below QSM-mirror on Hopper-v4, Walker2d-v4; of SAC's return: Hopper-v4 0.47 |"
     )
     # The candidate screened at 256x256 alone: its bandit cells under its own agent, all else pending.
-    for alone in ("QSM-mirror-T10-KL-next-256", "QSM-mirror-T10-KL-dual8-256"):
-        assert rows[alone][2:] == [*["pending"] * 5, "-", "pending (units: pending)", "pending (0 of 3 tasks) |"]
+    assert rows["QSM-mirror-T10-KL-next-256"][2:] == [
+        *["pending"] * 5,
+        "-",
+        "pending (units: pending)",
+        "pending (0 of 3 tasks) |",
+    ]
+    # One whose seed-0 units left the queue (benchmark.DROPPED) before any ran: its task cells say so.
+    assert rows["QSM-mirror-T10-KL-dual8-256"][2:] == [
+        *["pending"] * 2,
+        *["not run (dropped)"] * 3,
+        "-",
+        "pending (units: pending)",
+        "not run: left the queue (0 of 3 tasks; results/learning/README.md says why) |",
+    ]
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]
     assert kl[4:7] == ["900 (10% walls)", "600 (10% walls)", "not run (dropped)"] and kl[7] == "2.50x"

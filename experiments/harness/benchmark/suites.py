@@ -174,6 +174,10 @@ DROPPED: dict[tuple[str, tuple[int, ...]], str] = {
         "the screening rule has dropped it already: below QSM-mirror-256 on both gym screening tasks (Hopper-v4 "
         "207 against 1341, Walker2d-v4 271 against 851), so its walker-run unit cannot change the verdict"
     ),
+    ("QSM-mirror-T10-KL-dual8-256", (0,)): (
+        "the screening rule has dropped it already: below QSM-mirror-256 on both gym screening tasks (Hopper-v4 "
+        "637 against 1341, Walker2d-v4 385 against 851), so its walker-run unit cannot change the verdict"
+    ),
     ("QSM-mirror-T10-KL", (0,)): (
         "the screening moved to SAC's width, where QSM is level with QSM-512 on DeepMind Control at a third of "
         "the cost: the same settings at 256x256 (QSM-mirror-T10-KL-256) were kept by the rule on all three "
