@@ -161,6 +161,16 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     ),
 )
 
+
+def _below_on_gym(hopper: int, walker: int) -> str:
+    """Why a 256x256 candidate's walker-run screening unit left the queue: its seed-0 returns on the two gym
+    screening tasks (already below QSM-mirror-256's 1341 and 851) dropped it by the rule."""
+    return (
+        "the screening rule has dropped it already: below QSM-mirror-256 on both gym screening tasks (Hopper-v4 "
+        f"{hopper} against 1341, Walker2d-v4 {walker} against 851), so its walker-run unit cannot change the verdict"
+    )
+
+
 # Units of the suites that left the queue because they no longer decide anything: (label, seeds) ->
 # why. They stay in their suites (the report names them and the reason) and run only when named
 # (``--units``); they are never queued.
@@ -170,14 +180,8 @@ DROPPED: dict[tuple[str, tuple[int, ...]], str] = {
         "its floor from the first updates and the temperature followed the same path to 3 digits (1 -> 2e-9), "
         "so a third seed cannot change the verdict; the sample estimate (QSM-maxent-samples) is queued instead"
     ),
-    ("QSM-maxent-samples-256", (0,)): (
-        "the screening rule has dropped it already: below QSM-mirror-256 on both gym screening tasks (Hopper-v4 "
-        "207 against 1341, Walker2d-v4 271 against 851), so its walker-run unit cannot change the verdict"
-    ),
-    ("QSM-mirror-T10-KL-dual8-256", (0,)): (
-        "the screening rule has dropped it already: below QSM-mirror-256 on both gym screening tasks (Hopper-v4 "
-        "637 against 1341, Walker2d-v4 385 against 851), so its walker-run unit cannot change the verdict"
-    ),
+    ("QSM-maxent-samples-256", (0,)): _below_on_gym(hopper=207, walker=271),
+    ("QSM-mirror-T10-KL-dual8-256", (0,)): _below_on_gym(hopper=637, walker=385),
     ("QSM-mirror-T10-KL", (0,)): (
         "the screening moved to SAC's width, where QSM is level with QSM-512 on DeepMind Control at a third of "
         "the cost: the same settings at 256x256 (QSM-mirror-T10-KL-256) were kept by the rule on all three "
