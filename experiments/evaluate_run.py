@@ -11,7 +11,9 @@ evaluation recorded that share, and for any checkpoint. ``--out`` also writes th
 ``--spread=M`` (diffusion policies) also looks at what the policy does at the last M states of the run's
 replay buffer, the states it visited most recently (``evaluation.policy_spread``): how wide its chain samples are
 and whether the critic can tell them apart. A run whose return stalls with a wide policy and a flat
-critic there has no direction left to improve in; a narrow one has stopped exploring.
+critic there has no direction left to improve in; a narrow one has stopped exploring. It also says why the
+samples at the walls are there: how many of their wall dimensions the critic pushes further out, and how
+much Q backing them off to +-0.9 costs (to read beside Q's spread over the samples).
 """
 
 import json

@@ -243,6 +243,23 @@ def test_policy_spread_against_a_numpy_recount():
         for e in np.eye(2)
     ]
     assert out["grad_q"] == pytest.approx(np.abs(np.stack(grads)).mean(), rel=2e-2)
+    # Why the walls: the sign of dQ/da at each wall dimension (central differences over all samples) and
+    # the Q lost by moving each sample's wall dimensions to +-0.9.
+    flat, tiled = np.asarray(actions, np.float64), np.tile(obs, (10, 1))
+    wall = np.abs(flat) > evaluation.WALL
+    assert 0 < wall.mean() < 1  # the untrained chain puts some samples at the walls, so both fields count
+    every = np.stack(
+        [
+            (q_of(tiled, (flat + eps * e).astype(np.float32)) - q_of(tiled, (flat - eps * e).astype(np.float32)))
+            / (2 * eps)
+            for e in np.eye(2)
+        ],
+        axis=1,
+    )
+    assert out["wall_outward"] == pytest.approx((np.sign(flat) * every > 0)[wall].mean(), abs=0.05)
+    backed = np.where(wall, 0.9 * np.sign(flat), flat).astype(np.float32)
+    lost = q.reshape(-1) - q_of(tiled, backed)
+    assert out["wall_backoff_q"] == pytest.approx(lost[wall.any(axis=1)].mean(), rel=1e-4, abs=1e-6)
 
 
 def test_env_checks_and_buffer_memory():

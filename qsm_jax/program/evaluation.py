@@ -20,6 +20,7 @@ def _eval_actions(states, observations, keys, t):
 
 
 WALL = 0.99  # |action| above this counts as "at the wall" of [-1, 1] (docs/algorithm.md: bang-bang QSM)
+BACKOFF = 0.9  # where ``policy_spread`` moves the wall dimensions to price what the walls are worth to Q
 
 
 def evaluate(
@@ -77,7 +78,11 @@ def policy_spread(state, observations: jax.Array, key: jax.Array, samples: int) 
       Means over the states: ``chain_std`` (per action dimension, the std of the samples),
       ``wall_share`` (share of sample dimensions at |a| > WALL), ``q_std`` (std of Q over the samples),
       ``best_of_8_gain`` (Q of the best of the first 8 samples minus their mean: what best-of-8 acting
-      buys), ``grad_q`` (|dQ/da| per dimension at the first sample) and ``q_abs`` (|Q|).
+      buys), ``grad_q`` (|dQ/da| per dimension at the first sample) and ``q_abs`` (|Q|); and why the
+      samples at the walls are there: ``wall_outward`` (share of the wall dimensions whose dQ/da points
+      out of the box, i.e. the critic would push them further) and ``wall_backoff_q`` (over the samples
+      with a wall dimension, the Q lost by moving every one of those dimensions to +-BACKOFF: to read
+      beside ``q_std``); both NaN when no sample is at a wall.
     """
     m, cfg = observations.shape[0], state.config
     tiled = jnp.tile(observations, (samples, 1))  # sample i of state b at row i * M + b
@@ -87,14 +92,21 @@ def policy_spread(state, observations: jax.Array, key: jax.Array, samples: int) 
         return state.critic.apply_fn({"params": state.critic.params}, obs, act).mean(axis=0)
 
     q = np.asarray(q_of(tiled, actions)).reshape(samples, m)
-    grad = jax.grad(lambda a: q_of(observations, a).sum())(actions[:m])
+    grad = np.asarray(jax.grad(lambda a: q_of(tiled, a).sum())(actions))  # (samples * M, A)
     a = np.asarray(actions).reshape(samples, m, -1)
     best = q[: min(8, samples)]
+    flat = np.asarray(actions)
+    wall = np.abs(flat) > WALL
+    backed = np.where(wall, BACKOFF * np.sign(flat), flat)
+    lost = q.reshape(-1) - np.asarray(q_of(tiled, jnp.asarray(backed)))
+    any_wall = wall.any(axis=1)
     return {
         "chain_std": float(a.std(axis=0).mean()),
         "wall_share": float((np.abs(a) > WALL).mean()),
         "q_std": float(q.std(axis=0).mean()),
         "best_of_8_gain": float((best.max(axis=0) - best.mean(axis=0)).mean()),
-        "grad_q": float(np.abs(np.asarray(grad)).mean()),
+        "grad_q": float(np.abs(grad[:m]).mean()),
         "q_abs": float(np.abs(q).mean()),
+        "wall_outward": float((np.sign(flat) * grad > 0)[wall].mean()) if wall.any() else float("nan"),
+        "wall_backoff_q": float(lost[any_wall].mean()) if any_wall.any() else float("nan"),
     }
