@@ -43,6 +43,7 @@ from harness.benchmark import (  # noqa: E402
     VARIANT_MIRROR,
     VARIANT_MIRROR_KL,
     VARIANT_NORM,
+    VARIANT_TANH_KL_ENT,
 )
 from harness.files import write_results  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
@@ -90,6 +91,8 @@ AGENTS = {
     # The same, its KL dual read at 8 states instead of 32 (here every state is the same one: the bandit checks
     # that 64 chain samples per update still set lam).
     "QSM-mirror-KL-dual8": ("qsm", QSMConfig(**SMALL, **{**VARIANT_MIRROR_KL, "kl_states": 8})),
+    # Another: the KL candidate with a tanh-squashed chain and an entropy-regularised step (tau by SAC's rule).
+    "QSM-tanh-KL-ent": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT)),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),

@@ -13,6 +13,7 @@ ANCHORS = ("replay", "policy", "next")
 EXPLORATIONS = ("fixed", "adaptive")
 ENTROPY_ESTIMATES = ("denoiser", "samples")
 EVAL_SAMPLINGS = ("chain", "noise_free", "best_of_n")
+SQUASHES = ("clip", "tanh")
 
 
 def _positive_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
@@ -126,6 +127,19 @@ class QSMConfig(DiffusionPolicyConfig):
         (whose temperature is the tilt). 0 (default): ``lam`` fixed.
       kl_samples: chain samples per state of that dual (>= 2).
       kl_states: states of the batch it uses (at most the batch size).
+      squash: how the chain's output becomes an action in [-1, 1]: "clip" (the reference: the chain is
+        clipped after every step and at the end) or "tanh": the chain runs unclipped in a latent u and
+        the action is a = tanh(u) (SAC's squashing), so no mass piles into atoms at the walls and the
+        policy's entropy in action space is its latent's plus E sum_d log(1 - a_d^2). The actor's step
+        is then taken in the latent, on Q(s, tanh(u)); needs ``anchor="policy"`` (a replay action at a
+        wall has no latent).
+      tilt_entropy: tau0 > 0 makes the KL step entropy-regularised (with ``kl_bound`` and
+        ``squash="tanh"``): the fitted step becomes pi^(lam / (lam + tau)) exp((Q + tau J) / (lam + tau)),
+        J(u) = sum_d log(1 - tanh(u_d)^2) (``losses.score_target``'s ``keep``), whose repeated
+        application tends to the max-ent policy exp(Q / tau) in action space instead of the greedy one;
+        tau starts at tau0 and is learned by SAC's rule (``temperature_lr``) toward the entropy
+        ``target_entropy_scale * A``, read from the KL dual's chain samples (``losses.latent_entropy``).
+        0 (default): no entropy term.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
         y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of
@@ -135,7 +149,7 @@ class QSMConfig(DiffusionPolicyConfig):
       target_entropy_scale: target entropy = this * A (SAC's -A by default), for the automatic
         temperature (entropy of the chain) and the adaptive noise (entropy of chain + noise).
       temperature_lr: Adam learning rate of a learned log temperature (``entropy_temperature`` with
-        ``auto_temperature``, or the tilt's ``lam`` with ``kl_bound``; not the chain's
+        ``auto_temperature``, the tilt's ``lam`` with ``kl_bound``, its tau with ``tilt_entropy``; not the chain's
         ``temperature``), SAC's 3e-4.
       noise_lr: Adam learning rate of the log noise scale, with adaptive ``exploration`` (DACER's 3e-2).
       entropy_estimate: how the entropy options read log pi(a' | s'): "denoiser" (the
@@ -163,6 +177,8 @@ class QSMConfig(DiffusionPolicyConfig):
     kl_bound: float = 0.0
     kl_samples: int = 8
     kl_states: int = 32
+    squash: str = "clip"
+    tilt_entropy: float = 0.0
     entropy_temperature: float = 0.0
     auto_temperature: bool = False
     target_entropy_scale: float = -1.0
@@ -185,6 +201,11 @@ class QSMConfig(DiffusionPolicyConfig):
         return self.kl_bound > 0
 
     @property
+    def learns_tau(self) -> bool:
+        """Whether the KL step is entropy-regularised with a learned tau (``tilt_entropy`` > 0)."""
+        return self.tilt_entropy > 0
+
+    @property
     def estimates_entropy(self) -> bool:
         """Whether an update estimates log pi (max-ent QSM or the adaptive noise)."""
         return self.max_entropy or self.exploration == "adaptive"
@@ -194,10 +215,11 @@ class QSMConfig(DiffusionPolicyConfig):
         check_agent_config(
             self,
             positive=("alpha", "lam", "temperature_lr", "noise_lr"),
-            non_negative=("entropy_temperature", "kl_bound"),
+            non_negative=("entropy_temperature", "kl_bound", "tilt_entropy"),
         )
         check_entropy_config(self)
         check_kl_config(self)
+        check_squash_config(self)
         check(
             self.score_target in SCORE_TARGETS,
             f"score_target must be one of {SCORE_TARGETS}, got {self.score_target!r}",
@@ -270,6 +292,28 @@ def check_kl_config(config: QSMConfig) -> None:
         "kl_bound > 0 and entropy_temperature > 0 both set the tilt's lam: keep one "
         "(--kl_bound=0 or --entropy_temperature=0)",
     )
+
+
+def check_squash_config(config: QSMConfig) -> None:
+    """Checks the tanh-squashed chain (``squash``) and the entropy-regularised KL step (``tilt_entropy``)."""
+    check(config.squash in SQUASHES, f"squash must be one of {SQUASHES}, got {config.squash!r}")
+    if config.squash == "tanh":
+        check(
+            config.anchor == "policy",
+            f"squash=tanh steps in the chain's latent, which replay actions at a wall do not have: use --anchor=policy "
+            f"(got {config.anchor!r})",
+        )
+        check(
+            not config.estimates_entropy,
+            "squash=tanh has no estimate of log pi for max-ent QSM or the adaptive noise: "
+            "use --entropy_temperature=0 and --exploration=fixed",
+        )
+    if config.tilt_entropy > 0:
+        check(
+            config.learns_lam and config.score_target == "mirror" and config.squash == "tanh",
+            "tilt_entropy > 0 regularises the KL step of the tanh chain: set --kl_bound > 0, --score_target=mirror "
+            "and --squash=tanh",
+        )
 
 
 def check_diffusion_config(config) -> None:

@@ -86,6 +86,7 @@ def ddpm_sample(
     action_dim: int,
     temperature: float = 1.0,
     clip: bool = True,
+    latent: bool = False,
 ) -> jax.Array:
     """Reverse DDPM chain with ``jax.lax.scan``, batched over observations.
 
@@ -104,10 +105,14 @@ def ddpm_sample(
       action_dim: A.
       temperature: scale of the injected noise.
       clip: clip to [-1, 1] after every step (the final output is clipped either way).
+      latent: return x_0 as the chain leaves it, with no clipping at all (the latent of a
+        tanh-squashed chain; ``clip`` must then be False).
 
     Returns:
-      Actions x_0 in [-1, 1], (B, A).
+      Actions x_0 in [-1, 1], (B, A); with ``latent``, unbounded x_0.
     """
+    if latent and clip:
+        raise ValueError("a latent chain is not clipped: pass clip=False with latent=True")
     batch = observations.shape[0]
     num_steps = schedule.betas.shape[0]
     init_key, key = jax.random.split(key)
@@ -127,7 +132,7 @@ def ddpm_sample(
     levels = jnp.arange(num_steps - 1, -1, -1)
     # Unrolled (T is small and static): XLA fuses across steps and drops the loop overhead.
     x, _ = jax.lax.scan(step, x, (levels, noise), unroll=True)
-    return x if clip else jnp.clip(x, -1.0, 1.0)
+    return x if clip or latent else jnp.clip(x, -1.0, 1.0)
 
 
 def sample_chain(
@@ -137,9 +142,11 @@ def sample_chain(
     key: jax.Array,
     action_dim: int,
     temperature: float | None = None,
+    latent: bool = False,
 ) -> jax.Array:
     """The reverse chain of a diffusion policy (QSM's, Diffusion-QL's): ``ddpm_sample`` with the
-    denoiser ``actor`` and the schedule and sampler settings of ``config``.
+    denoiser ``actor`` and the schedule and sampler settings of ``config``. With ``squash="tanh"``
+    (QSM's option) the chain runs unclipped and its output u is squashed, a = tanh(u).
 
     Args:
       actor: the denoiser's ``TrainState`` (``apply_fn``, ``params``): ``apply({'params': p}, obs (B, S),
@@ -150,16 +157,22 @@ def sample_chain(
       key: PRNG key.
       action_dim: A.
       temperature: overrides ``config.temperature`` (0 = the noise-free chain).
+      latent: with ``squash="tanh"``, return the latent u instead of tanh(u).
 
     Returns:
-      Actions in [-1, 1], (B, A).
+      Actions in [-1, 1], (B, A) (with ``latent``: the unbounded latent).
     """
-    return ddpm_sample(
+    tanh = getattr(config, "squash", "clip") == "tanh"
+    if latent and not tanh:
+        raise ValueError("only a tanh-squashed chain (squash='tanh') has a latent")
+    x = ddpm_sample(
         lambda o, x, k: actor.apply_fn({"params": actor.params}, o, x, k),
         observations,
         key,
         make_schedule(config.beta_schedule, config.diffusion_steps),
         action_dim=action_dim,
         temperature=config.temperature if temperature is None else temperature,
-        clip=config.clip_sampler,
+        clip=config.clip_sampler and not tanh,
+        latent=tanh,
     )
+    return jnp.tanh(x) if tanh and not latent else x

@@ -9,6 +9,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
@@ -40,6 +41,8 @@ class QSMState(struct.PyTreeNode):
         only with ``config.exploration == "adaptive"``, else None.
       kl_lam: the tilt's lam learned by the KL trust region (same module) and its Adam state; only
         with ``config.kl_bound > 0``, else None.
+      kl_tau: the entropy weight tau of the KL step (same module) and its Adam state; only with
+        ``config.tilt_entropy > 0``, else None.
     """
 
     actor: TrainState
@@ -54,6 +57,7 @@ class QSMState(struct.PyTreeNode):
     temperature: TrainState | None = None
     noise_scale: TrainState | None = None
     kl_lam: TrainState | None = None
+    kl_tau: TrainState | None = None
 
 
 raw_key = common.raw_key  # kept here for code that imported it from the learner
@@ -87,6 +91,7 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
         hidden_dims=config.actor_hidden_dims,
         time_features=config.time_features,
         time_hidden_dims=config.time_hidden_dims,
+        prior_sigmas=_prior_sigmas(config) if config.squash == "tanh" else None,
     )
     actor_params = actor_net.init(actor_key, obs, act, jnp.zeros((1, 1), jnp.float32))["params"]
     actor = common.adam_train_state(actor_net, actor_params, config.actor_lr, config.actor_lr_decay_steps)
@@ -113,7 +118,14 @@ def create_train_state(key: jax.Array, obs_dim: int, action_dim: int, config: QS
         else None,
         noise_scale=positive_scalar(1.0, config.noise_lr) if config.exploration == "adaptive" else None,
         kl_lam=positive_scalar(config.lam, config.temperature_lr) if config.learns_lam else None,
+        kl_tau=positive_scalar(config.tilt_entropy, config.temperature_lr) if config.learns_tau else None,
     )
+
+
+def _prior_sigmas(config: QSMConfig) -> tuple[float, ...]:
+    """sqrt(1 - abar_k), k = 0..T-1, of the config's schedule (the tanh chain's N(0, I) prior term)."""
+    alpha_bars = diffusion.make_schedule(config.beta_schedule, config.diffusion_steps).alpha_bars
+    return tuple(float(x) for x in (1.0 - np.asarray(alpha_bars)) ** 0.5)
 
 
 def entropy_temperature(state: QSMState) -> jax.Array | float:
@@ -130,6 +142,13 @@ def tilt_lam(state: QSMState) -> jax.Array | float:
     if state.kl_lam is not None:
         return state.kl_lam.apply_fn({"params": state.kl_lam.params})
     return state.config.lam
+
+
+def kl_tau(state: QSMState) -> jax.Array | float:
+    """The KL step's entropy weight tau (``tilt_entropy``), 0.0 without it."""
+    if state.kl_tau is None:
+        return 0.0
+    return state.kl_tau.apply_fn({"params": state.kl_tau.params})
 
 
 def exploration_std(state: Any) -> jax.Array | float:
@@ -213,7 +232,8 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
       (new state, metrics) with scalar metrics ``critic_loss``, ``actor_loss``, ``q_mean``,
       ``target_q_mean`` and ``grad_q_abs_mean`` (mean |grad_a Q|); with the entropy options also
       ``log_prob`` (mean estimate of log pi(a' | s')), ``temperature``, ``exploration_std``; with
-      ``kl_bound`` also ``tilt_lam`` (the lam this update used) and ``tilt_kl`` (its tilt's KL).
+      ``kl_bound`` also ``tilt_lam`` (the lam this update used) and ``tilt_kl`` (its tilt's KL); with
+      ``tilt_entropy`` also ``tilt_tau`` (the tau this update used) and ``policy_entropy`` (its estimate).
     """
     cfg = state.config
     chex.assert_shape(batch.observations, (None, state.obs_dim))
@@ -226,7 +246,7 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
         state, batch, chain_key, target_noise_key, log_prob_fn, temperature if cfg.max_entropy else None, next_actions
     )
     actor, grad_sq, actor_aux = actor_update(
-        state, critic, batch, level_key, noise_key, lam=tilt_lam(state), next_actions=next_actions
+        state, critic, batch, level_key, noise_key, lam=tilt_lam(state), next_actions=next_actions, tau=kl_tau(state)
     )
     new_state = state.replace(
         actor=actor,
@@ -252,6 +272,7 @@ def actor_update(
     noise_key: jax.Array,
     lam: Any,
     next_actions: jax.Array | None = None,
+    tau: Any = 0.0,
 ) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
     """The actor half of a QSM update: one Adam step on ``losses.qsm_actor_loss``.
 
@@ -260,6 +281,9 @@ def actor_update(
     target's chain samples at the batch's next states, where the step is then taken) gets one uniform
     diffusion level and one Gaussian noise draw; grad_a Q comes from ``critic`` (the critics just
     updated, averaged over the ensemble), the target is ``config.score_target`` with tilt ``lam``.
+    With ``squash="tanh"`` the step is taken in the chain's latent: the anchor is the chain's latent
+    u, the gradient that of Q(s, tanh(u)) (plus tau J(u), ``losses.tanh_log_jacobian``, with
+    ``tilt_entropy``: then the tilt is lam + tau and the anchor's eps term is kept at lam / (lam + tau)).
 
     Returns:
       (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
@@ -269,11 +293,23 @@ def actor_update(
     def q_fn(observations, actions):
         return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
 
+    tanh, keep = cfg.squash == "tanh", 1.0
+    if tanh:
+        q_of_action = q_fn
+
+        def q_fn(observations, latents):  # the step is taken in the latent u, a = tanh(u)
+            value = q_of_action(observations, jnp.tanh(latents))
+            return value + tau * losses.tanh_log_jacobian(latents) if cfg.learns_tau else value
+
+        if cfg.learns_tau:
+            lam, keep = lam + tau, lam / (lam + tau)
     batch_size = batch.actions.shape[0]
     observations, actions = batch.observations, batch.actions
     if cfg.anchor == "policy":  # a key of its own: the default key stream stays as it was
         anchor_key = jax.random.fold_in(noise_key, 2)
-        actions = diffusion.sample_chain(state.actor, cfg, batch.observations, anchor_key, state.action_dim)
+        actions = diffusion.sample_chain(
+            state.actor, cfg, batch.observations, anchor_key, state.action_dim, latent=tanh
+        )
         actions = jax.lax.stop_gradient(actions)
     elif cfg.anchor == "next":
         observations, actions = batch.next_observations, jax.lax.stop_gradient(next_actions)
@@ -291,6 +327,7 @@ def actor_update(
         lam=lam,
         grad_rms=losses.GradRMS(state.grad_sq, state.step + 1, cfg.grad_rms_decay),
         normalize_grad=cfg.normalize_grad,
+        keep=keep,
     )
     grad_sq = actor_aux.pop("grad_sq")
     return state.actor.apply_gradients(grads=actor_grads), grad_sq, actor_aux
@@ -319,7 +356,8 @@ def _log_prob_fn(state: QSMState, next_observations: jax.Array, chain_key: jax.A
 
 def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:
     """One Adam step of ``losses.kl_dual_loss`` on the tilt's log lam (the KL trust region, its bound
-    ``kl_bound`` times the action dimension A).
+    ``kl_bound`` times the action dimension A); with ``tilt_entropy`` also one of ``losses.dual_loss``
+    on log tau toward ``target_entropy_scale * A`` (``losses.latent_entropy`` of the same samples).
 
     ``kl_samples`` chain samples of the (just updated) actor at each of the first ``kl_states``
     states of the batch, valued by the (just updated) online critics, mean over the ensemble.
@@ -332,8 +370,10 @@ def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[
     obs = observations[: cfg.kl_states]  # (M, S)
     m, n = obs.shape[0], cfg.kl_samples
     tiled = jnp.tile(obs, (n, 1))  # (N * M, S), sample j of state i at row j * M + i
-    samples = diffusion.sample_chain(state.actor, cfg, tiled, key, state.action_dim)
-    q = state.critic.apply_fn({"params": state.critic.params}, tiled, samples).mean(axis=0)
+    tanh = cfg.squash == "tanh"
+    samples = diffusion.sample_chain(state.actor, cfg, tiled, key, state.action_dim, latent=tanh)
+    actions = jnp.tanh(samples) if tanh else samples
+    q = state.critic.apply_fn({"params": state.critic.params}, tiled, actions).mean(axis=0)
     q = q.reshape(n, m).T  # (M, N); the dual differentiates lam only
     scalar = state.kl_lam
     lam = scalar.apply_fn({"params": scalar.params})
@@ -344,7 +384,15 @@ def _kl_step(state: QSMState, observations: jax.Array, key: jax.Array) -> tuple[
 
     grads = jax.grad(dual)(scalar.params)
     aux = {"tilt_lam": lam, "tilt_kl": losses.tilt_kl(q, lam)}
-    return state.replace(kl_lam=scalar.apply_gradients(grads=grads)), aux
+    state = state.replace(kl_lam=scalar.apply_gradients(grads=grads))
+    if cfg.learns_tau:  # SAC's rule on tau, the entropy read from the same latent samples
+        entropy = losses.latent_entropy(samples.reshape(n, m, state.action_dim)).mean()
+        tau = state.kl_tau
+        target = cfg.target_entropy_scale * state.action_dim
+        tau_grads = jax.grad(lambda p: losses.dual_loss(tau.apply_fn({"params": p}), entropy, target))(tau.params)
+        aux |= {"tilt_tau": tau.apply_fn({"params": tau.params}), "policy_entropy": entropy}
+        state = state.replace(kl_tau=tau.apply_gradients(grads=tau_grads))
+    return state, aux
 
 
 def _entropy_steps(state: QSMState, chain_entropy: jax.Array) -> tuple[QSMState, dict[str, jax.Array]]:

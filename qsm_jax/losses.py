@@ -96,7 +96,13 @@ def update_grad_rms(grad_rms: GradRMS, grad_q: jax.Array) -> tuple[jax.Array, ja
 
 
 def score_target(
-    kind: str, grad_q: jax.Array, noise: jax.Array, alpha_bar: jax.Array, alpha: float, lam: float
+    kind: str,
+    grad_q: jax.Array,
+    noise: jax.Array,
+    alpha_bar: jax.Array,
+    alpha: float,
+    lam: float,
+    keep: float | jax.Array = 1.0,
 ) -> jax.Array:
     """What the denoiser eps_theta(s, a_k, k) is regressed onto.
 
@@ -110,6 +116,9 @@ def score_target(
     "mirror" is the ordinary denoising target (the score of the replay distribution at a_k, whose
     eps term pulls samples back towards the data) plus the tilt: its fixed point is the replay
     distribution times exp(Q / lam), a KL-regularised (mirror-descent) policy-improvement step.
+    With ``keep`` = kappa < 1 its eps term becomes kappa eps: the anchor's score times kappa, the
+    anchor's density raised to the power kappa (flattened), as in the entropy-regularised step
+    pi^(lam / (lam + tau)) exp(Q / (lam + tau)) (kappa = lam / (lam + tau), lam -> lam + tau).
 
     Args:
       kind: "qsm", "tilted" or "mirror".
@@ -118,6 +127,7 @@ def score_target(
       alpha_bar: abar_k per sample, (B,).
       alpha: scale of the "qsm" target.
       lam: temperature of the tilt.
+      keep: kappa of "mirror" (1: the plain mirror step).
 
     Returns:
       The target, (B, A).
@@ -128,7 +138,7 @@ def score_target(
     if kind == "tilted":
         return -sigma * grad_q / lam
     if kind == "mirror":
-        return noise - sigma * grad_q / lam
+        return (noise if isinstance(keep, float) and keep == 1.0 else keep * noise) - sigma * grad_q / lam
     raise ValueError(f"score_target must be 'qsm', 'tilted' or 'mirror', got {kind!r}")
 
 
@@ -146,6 +156,7 @@ def qsm_actor_loss(
     lam: float = 1.0,
     grad_rms: GradRMS | None = None,
     normalize_grad: bool = False,
+    keep: float | jax.Array = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Q-score matching loss: regress the denoiser onto a score target built from grad_a Q.
 
@@ -173,6 +184,7 @@ def qsm_actor_loss(
       lam: temperature of the "tilted" and "mirror" targets.
       grad_rms: running RMS state of g; its update is returned in aux as ``grad_sq``.
       normalize_grad: divide g by the updated running RMS (needs ``grad_rms``).
+      keep: kappa of the "mirror" target (``score_target``).
 
     Returns:
       (loss, aux) with aux = {"actor_loss", "grad_q_abs_mean" (of the raw g)} and, with
@@ -191,7 +203,7 @@ def qsm_actor_loss(
             g = grad_q / (rms + 1e-8)
     elif normalize_grad:
         raise ValueError("normalize_grad needs grad_rms")
-    eps_target = score_target(target, g, noise, alpha_bars[levels], alpha, lam)
+    eps_target = score_target(target, g, noise, alpha_bars[levels], alpha, lam, keep)
     pred = actor_apply_fn({"params": actor_params}, observations, noised, levels[:, None].astype(jnp.float32))
     loss = ((pred - eps_target) ** 2).mean()
     return loss, {"actor_loss": loss, **aux}
@@ -322,6 +334,43 @@ def sample_entropy(samples: jax.Array, max_entropy: float | None = None, min_var
     per_dim = -(xlogx(p_low, p_low) + xlogx(p_high, p_high) + xlogx(q, q)) + (p_low + p_high) * log_delta + q * h_inside
     entropy = per_dim.sum(-1)
     return entropy if max_entropy is None else jnp.minimum(entropy, max_entropy)
+
+
+def tanh_log_jacobian(latent: jax.Array) -> jax.Array:
+    """J(u) = sum_d log(1 - tanh(u_d)^2), the log-density change of a = tanh(u), (..., A) -> (...).
+
+    Written as 2 (log 2 - u - softplus(-2 u)) per dimension, exact and finite for any u (the plain
+    form is log 0 once tanh rounds to 1); its gradient is -2 tanh(u).
+    """
+    return (2.0 * (jnp.log(2.0) - latent - jax.nn.softplus(-2.0 * latent))).sum(-1)
+
+
+def latent_entropy(latents: jax.Array, min_var: float = 1e-6) -> jax.Array:
+    """Entropy in action space of a tanh-squashed policy at each state, from N of its latent samples.
+
+      H(a | s) = H(u | s) + E[J(u)],   J = ``tanh_log_jacobian``
+
+    with H(u | s) the diagonal Gaussian fit of the samples, sum_d 1/2 log(2 pi e var_d) (log var
+    corrected for its bias as in ``sample_entropy``; an upper bound for a non-Gaussian latent), and
+    E[J] their mean. Unlike ``sample_entropy`` there are no atoms: tanh never reaches the walls, so
+    piling mass near a wall lowers this estimate smoothly (J -> -inf there).
+
+    Args:
+      latents: N >= 2 latent samples u per state, (N, B, A).
+      min_var: floor of each variance.
+
+    Returns:
+      H(a | s), (B,).
+    """
+    chex.assert_rank(latents, 3)
+    n = latents.shape[0]
+    if n < 2:
+        raise ValueError(f"latent_entropy needs at least 2 samples per state, got {n}")
+    var = latents.var(0, ddof=1)
+    half_dof = 0.5 * (n - 1)
+    log_var = jnp.log(jnp.maximum(var, min_var)) - (jax.scipy.special.digamma(half_dof) - jnp.log(half_dof))
+    gaussian = 0.5 * (jnp.log(2 * jnp.pi * jnp.e) + log_var).sum(-1)
+    return gaussian + tanh_log_jacobian(latents).mean(0)
 
 
 def entropy_with_noise(chain_entropy: jax.Array, noise_std: jax.Array, action_dim: int) -> jax.Array:

@@ -101,12 +101,17 @@ class ScoreNetwork(nn.Module):
       hidden_dims: hidden sizes of the body MLP (Mish).
       time_features: number of Fourier features of k.
       time_hidden_dims: hidden sizes of the MLP on the Fourier features (Mish).
+      prior_sigmas: None (the reference), or sqrt(1 - abar_k) for k = 0..T-1: the output is then the
+        body's plus sqrt(1 - abar_k) a_k, the eps of a N(0, I) distribution, so an untrained body samples
+        N(0, I) instead of a chain that grows by 1 / sqrt(abar_T) (QSM's ``squash="tanh"``, whose latent
+        has no clip to hold it).
     """
 
     action_dim: int
     hidden_dims: Sequence[int] = (512, 512)
     time_features: int = 64
     time_hidden_dims: Sequence[int] = (128, 128)
+    prior_sigmas: tuple[float, ...] | None = None
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array, levels: jax.Array) -> jax.Array:
@@ -118,7 +123,10 @@ class ScoreNetwork(nn.Module):
         t = FourierFeatures(self.time_features)(levels)
         t = MLP(self.time_hidden_dims, activation=mish)(t)
         # The body's first layer sees [actions, observations, t]: a (1, .) t is multiplied once.
-        return MLP((*self.hidden_dims, self.action_dim), activation=mish)(actions, observations, t)
+        eps = MLP((*self.hidden_dims, self.action_dim), activation=mish)(actions, observations, t)
+        if self.prior_sigmas is None:
+            return eps
+        return eps + jnp.asarray(self.prior_sigmas, jnp.float32)[levels.astype(jnp.int32)] * actions
 
 
 class CriticEnsemble(nn.Module):

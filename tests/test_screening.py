@@ -75,6 +75,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "QSM-maxent-samples-256",
         "QSM-mirror-T10-KL-next-256",
         "QSM-mirror-T10-KL-dual8-256",
+        "QSM-tanh-T10-KL-ent-256",
     ]
     policy = rows["QSM-mirror-policy"]
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held
@@ -131,6 +132,13 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "-",
         "pending (units: pending)",
         "not run: left the queue (0 of 3 tasks; results/learning/README.md says why) |",
+    ]
+    # The walls candidate, screened at 256x256 alone (its bandit agent has no run in this fixture).
+    assert rows["QSM-tanh-T10-KL-ent-256"][2:] == [
+        *["pending"] * 5,
+        "-",
+        "pending (units: pending)",
+        "pending (0 of 3 tasks) |",
     ]
     kl = rows["QSM-mirror-T10-KL"]
     assert kl[2:4] == ["pending", "0.50 (1.0 held, 1 seed)"]

@@ -78,6 +78,14 @@ CANDIDATES_256 = tuple(
         "the KL candidate with its dual read at 8 of the batch's states instead of 32 (`--kl_states=8`: a chain "
         "of 64 rows instead of 256); at 256x256",
     ),
+    (
+        "QSM-tanh-T10-KL-ent-256",
+        ("QSM-tanh-KL-ent", 10),
+        None,
+        "the KL candidate with a tanh-squashed chain (`--squash=tanh`: a = tanh(u), no atoms at the walls) and an "
+        "entropy-regularised step whose weight tau holds the entropy at -A by SAC's rule (`--tilt_entropy=1`); "
+        "at 256x256",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the

@@ -146,9 +146,9 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
     # nothing longer. It says whether the screening could run at 256x256 (docs/variants.md, "Screening").
     ("11. QSM at SAC's width (256x256) on gym MuJoCo", _labelled("core100k", "QSM-256")),
     (
-        "12. screening at SAC's width (256x256): the mirror variant, the KL candidate, max-ent QSM, and the KL "
-        "candidate without the anchor's own chain or with its dual on 8 states (its cost), seed 0 on Hopper, "
-        "Walker2d, walker-run",
+        "12. screening at SAC's width (256x256): the mirror variant, the KL candidate, max-ent QSM, the KL "
+        "candidate without the anchor's own chain or with its dual on 8 states (its cost), and with a tanh chain "
+        "and an entropy target (the walls), seed 0 on Hopper, Walker2d, walker-run",
         lambda: SUITES["screen256"](),
     ),
     (

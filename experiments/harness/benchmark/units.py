@@ -195,6 +195,12 @@ VARIANT_MIRROR_T10_KL_NEXT = {**VARIANT_MIRROR_T10_KL, "anchor": "next"}
 # chain of 64 rows instead of 256; lam is one scalar averaged by Adam over updates): the KL candidate's
 # update without most of the dual's chain, to bring it within the goal's cost.
 VARIANT_MIRROR_T10_KL_DUAL8 = {**VARIANT_MIRROR_T10_KL, "kl_states": 8}
+# The KL candidate with a tanh-squashed chain and an entropy-regularised step (docs/variants.md, "why the
+# walls"): the chain runs unclipped in a latent u, a = tanh(u), so no mass piles into atoms at the walls, and
+# each KL step is pi^(lam / (lam + tau)) exp((Q + tau J) / (lam + tau)) with tau set by SAC's rule toward the
+# entropy -A read from the KL dual's samples (tau starts at SAC's 1): a max-ent fixed point in place of the greedy one.
+VARIANT_TANH_KL_ENT = {**VARIANT_MIRROR_KL, "squash": "tanh", "tilt_entropy": 1.0}
+VARIANT_TANH_T10_KL_ENT = {**VARIANT_TANH_KL_ENT, "diffusion_steps": 10}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
@@ -208,6 +214,7 @@ SCREEN_256 = {
     "QSM-maxent-samples-256": {**VARIANT_MAXENT_SAMPLES, **WIDTH_256},
     "QSM-mirror-T10-KL-next-256": {**VARIANT_MIRROR_T10_KL_NEXT, **WIDTH_256},
     "QSM-mirror-T10-KL-dual8-256": {**VARIANT_MIRROR_T10_KL_DUAL8, **WIDTH_256},
+    "QSM-tanh-T10-KL-ent-256": {**VARIANT_TANH_T10_KL_ENT, **WIDTH_256},
 }
 # Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
 # for run.py): an agent config of that algorithm with these settings is labelled by the name.
