@@ -290,19 +290,14 @@ def actor_update(
     """
     cfg = state.config
 
-    def q_fn(observations, actions):
-        return critic.apply_fn({"params": critic.params}, observations, actions).mean(axis=0)
-
     tanh, keep = cfg.squash == "tanh", 1.0
-    if tanh:
-        q_of_action = q_fn
 
-        def q_fn(observations, latents):  # the step is taken in the latent u, a = tanh(u)
-            value = q_of_action(observations, jnp.tanh(latents))
-            return value + tau * losses.tanh_log_jacobian(latents) if cfg.learns_tau else value
+    def q_fn(observations, actions):  # with squash="tanh", "actions" are latents u and a = tanh(u)
+        q = critic.apply_fn({"params": critic.params}, observations, jnp.tanh(actions) if tanh else actions)
+        return q.mean(axis=0) + tau * losses.tanh_log_jacobian(actions) if cfg.learns_tau else q.mean(axis=0)
 
-        if cfg.learns_tau:
-            lam, keep = lam + tau, lam / (lam + tau)
+    if cfg.learns_tau:
+        lam, keep = lam + tau, lam / (lam + tau)
     batch_size = batch.actions.shape[0]
     observations, actions = batch.observations, batch.actions
     if cfg.anchor == "policy":  # a key of its own: the default key stream stays as it was

@@ -138,7 +138,7 @@ def score_target(
     if kind == "tilted":
         return -sigma * grad_q / lam
     if kind == "mirror":
-        return (noise if isinstance(keep, float) and keep == 1.0 else keep * noise) - sigma * grad_q / lam
+        return keep * noise - sigma * grad_q / lam  # keep = 1 multiplies exactly: the plain target bit for bit
     raise ValueError(f"score_target must be 'qsm', 'tilted' or 'mirror', got {kind!r}")
 
 
