@@ -283,6 +283,13 @@ def log_prob_estimate(
     return log_prob if min_log_prob is None else jnp.maximum(log_prob, min_log_prob)
 
 
+def _unbiased_log_var(var: jax.Array, n: jax.Array | int, min_var: float) -> jax.Array:
+    """log of an unbiased variance of n Gaussian draws (floored at ``min_var``), less its bias:
+    (n - 1) s^2 / var ~ chi^2_{n-1}, so E[log s^2] = log var + digamma((n - 1) / 2) - log((n - 1) / 2)."""
+    half_dof = 0.5 * (n - 1)
+    return jnp.log(jnp.maximum(var, min_var)) - (jax.scipy.special.digamma(half_dof) - jnp.log(half_dof))
+
+
 def sample_entropy(samples: jax.Array, max_entropy: float | None = None, min_var: float = 1e-6) -> jax.Array:
     """Entropy of the policy at each state from N of its samples, with an atom at each wall.
 
@@ -325,8 +332,7 @@ def sample_entropy(samples: jax.Array, max_entropy: float | None = None, min_var
     n_in = inside.sum(0)
     mean = (samples * inside).sum(0) / jnp.maximum(n_in, 1)
     var = (((samples - mean) * inside) ** 2).sum(0) / jnp.maximum(n_in - 1, 1)
-    half_dof = 0.5 * jnp.maximum(n_in - 1, 1)
-    log_var = jnp.log(jnp.maximum(var, min_var)) - (jax.scipy.special.digamma(half_dof) - jnp.log(half_dof))
+    log_var = _unbiased_log_var(var, jnp.maximum(n_in, 2), min_var)
     log_two = jnp.log(2.0)
     h_inside = jnp.where(n_in >= 2, jnp.minimum(0.5 * (jnp.log(2 * jnp.pi * jnp.e) + log_var), log_two), log_two)
     log_delta = 0.5 * jnp.log(2 * jnp.pi * jnp.e * min_var)
@@ -366,9 +372,7 @@ def latent_entropy(latents: jax.Array, min_var: float = 1e-6) -> jax.Array:
     n = latents.shape[0]
     if n < 2:
         raise ValueError(f"latent_entropy needs at least 2 samples per state, got {n}")
-    var = latents.var(0, ddof=1)
-    half_dof = 0.5 * (n - 1)
-    log_var = jnp.log(jnp.maximum(var, min_var)) - (jax.scipy.special.digamma(half_dof) - jnp.log(half_dof))
+    log_var = _unbiased_log_var(latents.var(0, ddof=1), n, min_var)
     gaussian = 0.5 * (jnp.log(2 * jnp.pi * jnp.e) + log_var).sum(-1)
     return gaussian + tanh_log_jacobian(latents).mean(0)
 

@@ -93,9 +93,9 @@ def policy_spread(state, observations: jax.Array, key: jax.Array, samples: int) 
 
     q = np.asarray(q_of(tiled, actions)).reshape(samples, m)
     grad = np.asarray(jax.grad(lambda a: q_of(tiled, a).sum())(actions))  # (samples * M, A)
-    a = np.asarray(actions).reshape(samples, m, -1)
+    flat = np.asarray(actions)  # (samples * M, A)
+    a = flat.reshape(samples, m, -1)
     best = q[: min(8, samples)]
-    flat = np.asarray(actions)
     wall = np.abs(flat) > WALL
     backed = np.where(wall, BACKOFF * np.sign(flat), flat)
     lost = q.reshape(-1) - np.asarray(q_of(tiled, jnp.asarray(backed)))
