@@ -44,6 +44,7 @@ from harness.benchmark import (  # noqa: E402
     VARIANT_MIRROR_KL,
     VARIANT_NORM,
     VARIANT_TANH_KL_ENT,
+    VARIANT_TANH_KL_ENT_IN,
 )
 from harness.files import write_results  # noqa: E402
 from qsm_jax import QSMConfig  # noqa: E402
@@ -93,6 +94,8 @@ AGENTS = {
     "QSM-mirror-KL-dual8": ("qsm", QSMConfig(**SMALL, **{**VARIANT_MIRROR_KL, "kl_states": 8})),
     # Another: the KL candidate with a tanh-squashed chain and an entropy-regularised step (tau by SAC's rule).
     "QSM-tanh-KL-ent": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT)),
+    # The same with the KL dual's lam as the step's whole temperature (tau taken out of the anchor's share).
+    "QSM-tanh-KL-ent-in": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT_IN)),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),

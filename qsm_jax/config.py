@@ -140,6 +140,11 @@ class QSMConfig(DiffusionPolicyConfig):
         tau starts at tau0 and is learned by SAC's rule (``temperature_lr``) toward the entropy
         ``target_entropy_scale * A``, read from the KL dual's chain samples (``losses.latent_entropy``).
         0 (default): no entropy term.
+      tilt_within_bound: with ``tilt_entropy``, the KL dual's lam stays the step's whole temperature:
+        the fitted step is pi^kappa exp((Q + tau J) / lam), kappa = max(0, 1 - tau / lam), so the trust
+        region sizes the step and tau shapes it (the entropy-regularised step whose temperature is
+        lam). False (default): the tilt is lam + tau, a step smaller than the bound by the entropy
+        weight.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
         y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of
@@ -179,6 +184,7 @@ class QSMConfig(DiffusionPolicyConfig):
     kl_states: int = 32
     squash: str = "clip"
     tilt_entropy: float = 0.0
+    tilt_within_bound: bool = False
     entropy_temperature: float = 0.0
     auto_temperature: bool = False
     target_entropy_scale: float = -1.0
@@ -314,6 +320,11 @@ def check_squash_config(config: QSMConfig) -> None:
             "tilt_entropy > 0 regularises the KL step of the tanh chain: set --kl_bound > 0, --score_target=mirror "
             "and --squash=tanh",
         )
+    check(
+        config.tilt_entropy > 0 or not config.tilt_within_bound,
+        "tilt_within_bound sets the temperature of the entropy-regularised KL step: set --tilt_entropy > 0 "
+        "(or --notilt_within_bound)",
+    )
 
 
 def check_diffusion_config(config) -> None:

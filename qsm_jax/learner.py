@@ -283,7 +283,8 @@ def actor_update(
     updated, averaged over the ensemble), the target is ``config.score_target`` with tilt ``lam``.
     With ``squash="tanh"`` the step is taken in the chain's latent: the anchor is the chain's latent
     u, the gradient that of Q(s, tanh(u)) (plus tau J(u), ``losses.tanh_log_jacobian``, with
-    ``tilt_entropy``: then the tilt is lam + tau and the anchor's eps term is kept at lam / (lam + tau)).
+    ``tilt_entropy``: then the tilt is lam + tau and the anchor's eps term is kept at lam / (lam + tau);
+    with ``tilt_within_bound`` the tilt stays lam and the eps term is kept at max(0, 1 - tau / lam)).
 
     Returns:
       (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
@@ -296,7 +297,9 @@ def actor_update(
         q = critic.apply_fn({"params": critic.params}, observations, jnp.tanh(actions) if tanh else actions)
         return q.mean(axis=0) + tau * losses.tanh_log_jacobian(actions) if cfg.learns_tau else q.mean(axis=0)
 
-    if cfg.learns_tau:
+    if cfg.learns_tau and cfg.tilt_within_bound:
+        keep = jnp.maximum(0.0, 1.0 - tau / lam)
+    elif cfg.learns_tau:
         lam, keep = lam + tau, lam / (lam + tau)
     batch_size = batch.actions.shape[0]
     observations, actions = batch.observations, batch.actions

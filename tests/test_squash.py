@@ -84,12 +84,16 @@ def test_keep_scales_only_the_mirror_targets_anchor_term():
     np.testing.assert_array_equal(losses.score_target("mirror", g, noise, alpha_bar, 50.0, 0.7, keep=1.0), plain)
 
 
-@pytest.mark.parametrize("tau", [0.0, 0.3])
-def test_the_tanh_step_is_the_mirror_step_in_the_latent(tiny_config, tau):
+@pytest.mark.parametrize(("tau", "within", "tilt", "keep"), [
+    (0.0, False, 0.8, 1.0), (0.3, False, 1.1, 0.8 / 1.1), (0.3, True, 0.8, 1 - 0.3 / 0.8), (1.2, True, 0.8, 0.0),
+])  # fmt: skip
+def test_the_tanh_step_is_the_mirror_step_in_the_latent(tiny_config, tau, within, tilt, keep):
     """squash=tanh: the actor step is the mirror step on the chain's latent samples u with the critic
     read at tanh(u); with tilt_entropy, Q + tau J in place of Q, lam + tau in place of lam and the
-    anchor's eps term kept at lam / (lam + tau). Written out from the public pieces."""
-    state = _state(tiny_config, tilt_entropy=tau)
+    anchor's eps term kept at lam / (lam + tau); with tilt_within_bound too, lam stays the tilt and the
+    eps term is kept at 1 - tau / lam, none of it once tau >= lam. Written out from the public pieces
+    (lam = 0.8), the tilt and kappa by hand."""
+    state = _state(tiny_config, tilt_entropy=tau, tilt_within_bound=within)
     batch, lam = _batch(0), 0.8
     level_key, noise_key = jax.random.split(jax.random.key(7))
     actor, _, _ = jax.jit(learner.actor_update)(state, state.critic, batch, level_key, noise_key, lam=lam, tau=tau)
@@ -106,7 +110,7 @@ def test_the_tanh_step_is_the_mirror_step_in_the_latent(tiny_config, tau):
         state.actor.params, state.actor.apply_fn, q_fn, batch.observations, latent,
         jax.random.randint(level_key, (32,), 0, cfg.diffusion_steps), jax.random.normal(noise_key, (32, 2)),
         diffusion.make_schedule(cfg.beta_schedule, cfg.diffusion_steps).alpha_bars, cfg.alpha,
-        target="mirror", lam=lam + tau, keep=lam / (lam + tau) if tau else 1.0,
+        target="mirror", lam=tilt, keep=keep,
     )  # fmt: skip
     by_hand = state.actor.apply_gradients(grads=grads)
     for a, b in zip(jax.tree.leaves(actor.params), jax.tree.leaves(by_hand.params), strict=True):
@@ -153,10 +157,12 @@ def test_squash_config_errors():
         ({"tilt_entropy": 0.5}, "set --kl_bound > 0, --score_target=mirror and --squash=tanh"),
         ({**TANH, "score_target": "tilted", "tilt_entropy": 0.5}, "--score_target=mirror"),
         ({"tilt_entropy": -0.1}, "tilt_entropy must be a finite number >= 0"),
+        ({**TANH, "tilt_within_bound": True}, "set --tilt_entropy > 0"),
     ):
         with pytest.raises(ValueError, match=message):
             qsm_jax.QSMConfig(**kwargs)
     assert qsm_jax.QSMConfig().squash == "clip" and qsm_jax.QSMConfig().tilt_entropy == 0.0
+    assert not qsm_jax.QSMConfig().tilt_within_bound
 
 
 def test_the_tanh_chains_denoiser_adds_the_eps_of_a_standard_normal(tiny_config):

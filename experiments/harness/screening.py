@@ -86,6 +86,13 @@ CANDIDATES_256 = tuple(
         "entropy-regularised step whose weight tau holds the entropy at -A by SAC's rule (`--tilt_entropy=1`); "
         "at 256x256",
     ),
+    (
+        "QSM-tanh-T10-KL-ent-in-256",
+        ("QSM-tanh-KL-ent-in", 10),
+        None,
+        "the walls candidate with the KL dual's lam as its step's whole temperature (`--tilt_within_bound`: "
+        "pi^kappa exp((Q + tau J) / lam), kappa = max(0, 1 - tau / lam), the step the trust region sizes); at 256x256",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the

@@ -201,6 +201,11 @@ VARIANT_MIRROR_T10_KL_DUAL8 = {**VARIANT_MIRROR_T10_KL, "kl_states": 8}
 # entropy -A read from the KL dual's samples (tau starts at SAC's 1): a max-ent fixed point in place of the greedy one.
 VARIANT_TANH_KL_ENT = {**VARIANT_MIRROR_KL, "squash": "tanh", "tilt_entropy": 1.0}
 VARIANT_TANH_T10_KL_ENT = {**VARIANT_TANH_KL_ENT, "diffusion_steps": 10}
+# The same with the KL dual's lam kept as the step's whole temperature (``tilt_within_bound``): the step is
+# pi^kappa exp((Q + tau J) / lam), kappa = max(0, 1 - tau / lam), so the trust region sizes it (the walls
+# candidate's tilt, lam + tau with tau about 2 lam, took a third of the bounded step and stalled on walker-run).
+VARIANT_TANH_KL_ENT_IN = {**VARIANT_TANH_KL_ENT, "tilt_within_bound": True}
+VARIANT_TANH_T10_KL_ENT_IN = {**VARIANT_TANH_KL_ENT_IN, "diffusion_steps": 10}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
@@ -215,6 +220,7 @@ SCREEN_256 = {
     "QSM-mirror-T10-KL-next-256": {**VARIANT_MIRROR_T10_KL_NEXT, **WIDTH_256},
     "QSM-mirror-T10-KL-dual8-256": {**VARIANT_MIRROR_T10_KL_DUAL8, **WIDTH_256},
     "QSM-tanh-T10-KL-ent-256": {**VARIANT_TANH_T10_KL_ENT, **WIDTH_256},
+    "QSM-tanh-T10-KL-ent-in-256": {**VARIANT_TANH_T10_KL_ENT_IN, **WIDTH_256},
 }
 # Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
 # for run.py): an agent config of that algorithm with these settings is labelled by the name.
