@@ -297,7 +297,7 @@ def actor_update(
         q = critic.apply_fn({"params": critic.params}, observations, jnp.tanh(actions) if tanh else actions)
         return q.mean(axis=0) + tau * losses.tanh_log_jacobian(actions) if cfg.learns_tau else q.mean(axis=0)
 
-    if cfg.learns_tau and cfg.tilt_within_bound:
+    if cfg.tilt_within_bound:  # only with tilt_entropy (config check)
         keep = jnp.maximum(0.0, 1.0 - tau / lam)
     elif cfg.learns_tau:
         lam, keep = lam + tau, lam / (lam + tau)
