@@ -44,6 +44,7 @@ from harness.benchmark import (  # noqa: E402
     VARIANT_MIRROR_KL,
     VARIANT_NORM,
     VARIANT_TANH_KL_ENT,
+    VARIANT_TANH_KL_ENT_CAP,
     VARIANT_TANH_KL_ENT_IN,
 )
 from harness.files import write_results  # noqa: E402
@@ -96,6 +97,8 @@ AGENTS = {
     "QSM-tanh-KL-ent": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT)),
     # The same with the KL dual's lam as the step's whole temperature (tau taken out of the anchor's share).
     "QSM-tanh-KL-ent-in": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT_IN)),
+    # The same with the step's temperature max(lam, tau): J's weight at most 1 (the one above diverged on Hopper).
+    "QSM-tanh-KL-ent-cap": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT_CAP)),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),

@@ -145,6 +145,10 @@ class QSMConfig(DiffusionPolicyConfig):
         region sizes the step and tau shapes it (the entropy-regularised step whose temperature is
         lam). False (default): the tilt is lam + tau, a step smaller than the bound by the entropy
         weight.
+      tilt_max_temperature: with ``tilt_within_bound``, the step's temperature is max(lam, tau): once
+        tau passes lam the step is the max-ent policy exp((Q + tau J) / tau) (kappa 0), so J's weight
+        is at most 1 and Q's at most 1 / lam (with ``tilt_within_bound`` alone J's weight tau / lam is
+        unbounded: a reverse step fitted to it can overshoot). False (default): temperature lam.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
         y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of
@@ -185,6 +189,7 @@ class QSMConfig(DiffusionPolicyConfig):
     squash: str = "clip"
     tilt_entropy: float = 0.0
     tilt_within_bound: bool = False
+    tilt_max_temperature: bool = False
     entropy_temperature: float = 0.0
     auto_temperature: bool = False
     target_entropy_scale: float = -1.0
@@ -324,6 +329,11 @@ def check_squash_config(config: QSMConfig) -> None:
         config.tilt_entropy > 0 or not config.tilt_within_bound,
         "tilt_within_bound sets the temperature of the entropy-regularised KL step: set --tilt_entropy > 0 "
         "(or --notilt_within_bound)",
+    )
+    check(
+        config.tilt_within_bound or not config.tilt_max_temperature,
+        "tilt_max_temperature bounds the temperature of the step inside the trust region: set --tilt_within_bound "
+        "(or --notilt_max_temperature)",
     )
 
 

@@ -284,7 +284,8 @@ def actor_update(
     With ``squash="tanh"`` the step is taken in the chain's latent: the anchor is the chain's latent
     u, the gradient that of Q(s, tanh(u)) (plus tau J(u), ``losses.tanh_log_jacobian``, with
     ``tilt_entropy``: then the tilt is lam + tau and the anchor's eps term is kept at lam / (lam + tau);
-    with ``tilt_within_bound`` the tilt stays lam and the eps term is kept at max(0, 1 - tau / lam)).
+    with ``tilt_within_bound`` the tilt stays lam and the eps term is kept at max(0, 1 - tau / lam),
+    with ``tilt_max_temperature`` too the tilt is max(lam, tau)).
 
     Returns:
       (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
@@ -299,6 +300,7 @@ def actor_update(
 
     if cfg.tilt_within_bound:  # only with tilt_entropy (config check)
         keep = jnp.maximum(0.0, 1.0 - tau / lam)
+        lam = jnp.maximum(lam, tau) if cfg.tilt_max_temperature else lam
     elif cfg.learns_tau:
         lam, keep = lam + tau, lam / (lam + tau)
     batch_size = batch.actions.shape[0]

@@ -93,6 +93,14 @@ CANDIDATES_256 = tuple(
         "the walls candidate with the KL dual's lam as its step's whole temperature (`--tilt_within_bound`: "
         "pi^kappa exp((Q + tau J) / lam), kappa = max(0, 1 - tau / lam), the step the trust region sizes); at 256x256",
     ),
+    (
+        "QSM-tanh-T10-KL-ent-cap-256",
+        ("QSM-tanh-KL-ent-cap", 10),
+        None,
+        "the step inside the trust region with its temperature max(lam, tau) (`--tilt_max_temperature`: J's weight "
+        "at most 1, where the step at lam alone diverged; past lam the max-ent policy exp((Q + tau J) / tau)); "
+        "at 256x256",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the

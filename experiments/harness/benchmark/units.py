@@ -206,6 +206,11 @@ VARIANT_TANH_T10_KL_ENT = {**VARIANT_TANH_KL_ENT, "diffusion_steps": 10}
 # candidate's tilt, lam + tau with tau about 2 lam, took a third of the bounded step and stalled on walker-run).
 VARIANT_TANH_KL_ENT_IN = {**VARIANT_TANH_KL_ENT, "tilt_within_bound": True}
 VARIANT_TANH_T10_KL_ENT_IN = {**VARIANT_TANH_KL_ENT_IN, "diffusion_steps": 10}
+# The same with the step's temperature max(lam, tau) (``tilt_max_temperature``): J's weight at most 1, so a
+# reverse step fitted to it cannot overshoot (the step inside the bound, J at weight tau / lam = 4-5, diverged on
+# Hopper-v4); past lam the step is the max-ent policy exp((Q + tau J) / tau).
+VARIANT_TANH_KL_ENT_CAP = {**VARIANT_TANH_KL_ENT_IN, "tilt_max_temperature": True}
+VARIANT_TANH_T10_KL_ENT_CAP = {**VARIANT_TANH_KL_ENT_CAP, "diffusion_steps": 10}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
@@ -221,6 +226,7 @@ SCREEN_256 = {
     "QSM-mirror-T10-KL-dual8-256": {**VARIANT_MIRROR_T10_KL_DUAL8, **WIDTH_256},
     "QSM-tanh-T10-KL-ent-256": {**VARIANT_TANH_T10_KL_ENT, **WIDTH_256},
     "QSM-tanh-T10-KL-ent-in-256": {**VARIANT_TANH_T10_KL_ENT_IN, **WIDTH_256},
+    "QSM-tanh-T10-KL-ent-cap-256": {**VARIANT_TANH_T10_KL_ENT_CAP, **WIDTH_256},
 }
 # Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
 # for run.py): an agent config of that algorithm with these settings is labelled by the name.
