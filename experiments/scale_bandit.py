@@ -44,6 +44,7 @@ from harness.benchmark import (  # noqa: E402
     VARIANT_MIRROR_KL,
     VARIANT_NORM,
     VARIANT_TANH_KL_ENT,
+    VARIANT_TANH_KL_ENT_BOUNDED,
     VARIANT_TANH_KL_ENT_CAP,
     VARIANT_TANH_KL_ENT_IN,
 )
@@ -99,6 +100,8 @@ AGENTS = {
     "QSM-tanh-KL-ent-in": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT_IN)),
     # The same with the step's temperature max(lam, tau): J's weight at most 1 (the one above diverged on Hopper).
     "QSM-tanh-KL-ent-cap": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT_CAP)),
+    # Or J's weight alone bounded at 1, Q's kept at the trust region's 1 / lam.
+    "QSM-tanh-KL-ent-bounded": ("qsm", QSMConfig(**SMALL, **VARIANT_TANH_KL_ENT_BOUNDED)),
     # Another: max-ent QSM, its temperature (the mirror target's lam) set automatically from the entropy
     # read off chain samples (the estimate that sees the walls).
     "QSM-maxent-samples": ("qsm", QSMConfig(**SMALL, **VARIANT_MAXENT_SAMPLES)),

@@ -149,6 +149,9 @@ class QSMConfig(DiffusionPolicyConfig):
         tau passes lam the step is the max-ent policy exp((Q + tau J) / tau) (kappa 0), so J's weight
         is at most 1 and Q's at most 1 / lam (with ``tilt_within_bound`` alone J's weight tau / lam is
         unbounded: a reverse step fitted to it can overshoot). False (default): temperature lam.
+      tilt_bounded_entropy: with ``tilt_within_bound``, J's weight is min(1, tau / lam) while Q's stays
+        1 / lam: the trust region's whole Q step, past tau = lam the step exp(Q / lam + J), the max-ent
+        policy at lam. False (default): J's weight tau / lam.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
         y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of
@@ -190,6 +193,7 @@ class QSMConfig(DiffusionPolicyConfig):
     tilt_entropy: float = 0.0
     tilt_within_bound: bool = False
     tilt_max_temperature: bool = False
+    tilt_bounded_entropy: bool = False
     entropy_temperature: float = 0.0
     auto_temperature: bool = False
     target_entropy_scale: float = -1.0
@@ -334,6 +338,15 @@ def check_squash_config(config: QSMConfig) -> None:
         config.tilt_within_bound or not config.tilt_max_temperature,
         "tilt_max_temperature bounds the temperature of the step inside the trust region: set --tilt_within_bound "
         "(or --notilt_max_temperature)",
+    )
+    check(
+        config.tilt_within_bound or not config.tilt_bounded_entropy,
+        "tilt_bounded_entropy bounds J's weight in the step inside the trust region: set --tilt_within_bound "
+        "(or --notilt_bounded_entropy)",
+    )
+    check(
+        not (config.tilt_max_temperature and config.tilt_bounded_entropy),
+        "tilt_max_temperature and tilt_bounded_entropy are two ways to bound J's weight: set one of them",
     )
 
 

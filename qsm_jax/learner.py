@@ -264,6 +264,24 @@ def train_step(state: QSMState, batch: Batch) -> tuple[QSMState, dict[str, jax.A
     return new_state, {**critic_aux, **actor_aux, **entropy_aux, **kl_aux}
 
 
+def entropy_step(cfg: QSMConfig, lam: Any, tau: Any) -> tuple[Any, Any, Any]:
+    """The KL step pi^keep exp((Q + w J) / tilt) that ``actor_update`` fits, as (tilt, w, keep).
+
+    Without ``tilt_entropy``: (lam, 0, 1), the KL step. With it: (lam + tau, tau, lam / (lam + tau));
+    ``tilt_within_bound``: (lam, tau, max(0, 1 - tau / lam)); with ``tilt_max_temperature`` too the
+    tilt is max(lam, tau); with ``tilt_bounded_entropy`` instead w is min(tau, lam) (J's weight w / lam
+    at most 1, Q's 1 / lam).
+    """
+    if not cfg.learns_tau:
+        return lam, 0.0, 1.0
+    if not cfg.tilt_within_bound:
+        return lam + tau, tau, lam / (lam + tau)
+    keep = jnp.maximum(0.0, 1.0 - tau / lam)
+    if cfg.tilt_max_temperature:
+        return jnp.maximum(lam, tau), tau, keep
+    return lam, jnp.minimum(tau, lam) if cfg.tilt_bounded_entropy else tau, keep
+
+
 def actor_update(
     state: QSMState,
     critic: Any,
@@ -284,25 +302,20 @@ def actor_update(
     With ``squash="tanh"`` the step is taken in the chain's latent: the anchor is the chain's latent
     u, the gradient that of Q(s, tanh(u)) (plus tau J(u), ``losses.tanh_log_jacobian``, with
     ``tilt_entropy``: then the tilt is lam + tau and the anchor's eps term is kept at lam / (lam + tau);
-    with ``tilt_within_bound`` the tilt stays lam and the eps term is kept at max(0, 1 - tau / lam),
-    with ``tilt_max_temperature`` too the tilt is max(lam, tau)).
+    the other forms of that step in ``entropy_step``).
 
     Returns:
       (actor TrainState, running mean of grad_a Q squared (for ``normalize_grad``), aux metrics).
     """
     cfg = state.config
 
-    tanh, keep = cfg.squash == "tanh", 1.0
+    tanh = cfg.squash == "tanh"
+    lam, j_weight, keep = entropy_step(cfg, lam, tau)
 
     def q_fn(observations, actions):  # with squash="tanh", "actions" are latents u and a = tanh(u)
         q = critic.apply_fn({"params": critic.params}, observations, jnp.tanh(actions) if tanh else actions)
-        return q.mean(axis=0) + tau * losses.tanh_log_jacobian(actions) if cfg.learns_tau else q.mean(axis=0)
+        return q.mean(axis=0) + j_weight * losses.tanh_log_jacobian(actions) if cfg.learns_tau else q.mean(axis=0)
 
-    if cfg.tilt_within_bound:  # only with tilt_entropy (config check)
-        keep = jnp.maximum(0.0, 1.0 - tau / lam)
-        lam = jnp.maximum(lam, tau) if cfg.tilt_max_temperature else lam
-    elif cfg.learns_tau:
-        lam, keep = lam + tau, lam / (lam + tau)
     batch_size = batch.actions.shape[0]
     observations, actions = batch.observations, batch.actions
     if cfg.anchor == "policy":  # a key of its own: the default key stream stays as it was

@@ -78,6 +78,7 @@ def test_the_screening_table_reads_each_cell_from_its_file(tmp_path):
         "QSM-tanh-T10-KL-ent-256",
         "QSM-tanh-T10-KL-ent-in-256",
         "QSM-tanh-T10-KL-ent-cap-256",
+        "QSM-tanh-T10-KL-ent-bounded-256",
     ]
     policy = rows["QSM-mirror-policy"]
     # bandit d = 2: mean reward 0.70 over the 3 seeds at T = 5 with the learned critic, 1.3 optima held

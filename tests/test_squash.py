@@ -84,18 +84,25 @@ def test_keep_scales_only_the_mirror_targets_anchor_term():
     np.testing.assert_array_equal(losses.score_target("mirror", g, noise, alpha_bar, 50.0, 0.7, keep=1.0), plain)
 
 
-@pytest.mark.parametrize(("tau", "within", "cap", "tilt", "keep"), [
-    (0.0, False, False, 0.8, 1.0), (0.3, False, False, 1.1, 0.8 / 1.1), (0.3, True, False, 0.8, 1 - 0.3 / 0.8),
-    (1.2, True, False, 0.8, 0.0), (0.3, True, True, 0.8, 1 - 0.3 / 0.8), (1.2, True, True, 1.2, 0.0),
+@pytest.mark.parametrize(("tau", "flags", "tilt", "j_weight", "keep"), [
+    (0.0, {}, 0.8, 0.0, 1.0),
+    (0.3, {}, 1.1, 0.3, 0.8 / 1.1),
+    (0.3, {"tilt_within_bound": True}, 0.8, 0.3, 1 - 0.3 / 0.8),
+    (1.2, {"tilt_within_bound": True}, 0.8, 1.2, 0.0),
+    (0.3, {"tilt_within_bound": True, "tilt_max_temperature": True}, 0.8, 0.3, 1 - 0.3 / 0.8),
+    (1.2, {"tilt_within_bound": True, "tilt_max_temperature": True}, 1.2, 1.2, 0.0),
+    (0.3, {"tilt_within_bound": True, "tilt_bounded_entropy": True}, 0.8, 0.3, 1 - 0.3 / 0.8),
+    (1.2, {"tilt_within_bound": True, "tilt_bounded_entropy": True}, 0.8, 0.8, 0.0),
 ])  # fmt: skip
-def test_the_tanh_step_is_the_mirror_step_in_the_latent(tiny_config, tau, within, cap, tilt, keep):
+def test_the_tanh_step_is_the_mirror_step_in_the_latent(tiny_config, tau, flags, tilt, j_weight, keep):
     """squash=tanh: the actor step is the mirror step on the chain's latent samples u with the critic
     read at tanh(u); with tilt_entropy, Q + tau J in place of Q, lam + tau in place of lam and the
     anchor's eps term kept at lam / (lam + tau); with tilt_within_bound too, lam stays the tilt and the
     eps term is kept at 1 - tau / lam, none of it once tau >= lam; with tilt_max_temperature too the
-    tilt is max(lam, tau) (J's weight at most 1). Written out from the public pieces (lam = 0.8), the
-    tilt and kappa by hand."""
-    state = _state(tiny_config, tilt_entropy=tau, tilt_within_bound=within, tilt_max_temperature=cap)
+    tilt is max(lam, tau), with tilt_bounded_entropy instead J's coefficient is min(tau, lam) (either way
+    J's weight at most 1). Written out from the public pieces (lam = 0.8), the tilt, J's coefficient
+    and kappa by hand."""
+    state = _state(tiny_config, tilt_entropy=tau, **flags)
     batch, lam = _batch(0), 0.8
     level_key, noise_key = jax.random.split(jax.random.key(7))
     actor, _, _ = jax.jit(learner.actor_update)(state, state.critic, batch, level_key, noise_key, lam=lam, tau=tau)
@@ -106,7 +113,7 @@ def test_the_tanh_step_is_the_mirror_step_in_the_latent(tiny_config, tau, within
 
     def q_fn(o, u):
         q = state.critic.apply_fn({"params": state.critic.params}, o, jnp.tanh(u)).mean(axis=0)
-        return q + tau * losses.tanh_log_jacobian(u)
+        return q + j_weight * losses.tanh_log_jacobian(u)
 
     grads, _ = jax.grad(losses.qsm_actor_loss, has_aux=True)(
         state.actor.params, state.actor.apply_fn, q_fn, batch.observations, latent,
@@ -161,11 +168,23 @@ def test_squash_config_errors():
         ({"tilt_entropy": -0.1}, "tilt_entropy must be a finite number >= 0"),
         ({**TANH, "tilt_within_bound": True}, "set --tilt_entropy > 0"),
         ({**TANH, "tilt_entropy": 0.5, "tilt_max_temperature": True}, "set --tilt_within_bound"),
+        ({**TANH, "tilt_entropy": 0.5, "tilt_bounded_entropy": True}, "set --tilt_within_bound"),
+        (
+            {
+                **TANH,
+                "tilt_entropy": 0.5,
+                "tilt_within_bound": True,
+                "tilt_max_temperature": True,
+                "tilt_bounded_entropy": True,
+            },
+            "set one of them",
+        ),
     ):
         with pytest.raises(ValueError, match=message):
             qsm_jax.QSMConfig(**kwargs)
     assert qsm_jax.QSMConfig().squash == "clip" and qsm_jax.QSMConfig().tilt_entropy == 0.0
-    assert not qsm_jax.QSMConfig().tilt_within_bound and not qsm_jax.QSMConfig().tilt_max_temperature
+    default = qsm_jax.QSMConfig()
+    assert not (default.tilt_within_bound or default.tilt_max_temperature or default.tilt_bounded_entropy)
 
 
 def test_the_tanh_chains_denoiser_adds_the_eps_of_a_standard_normal(tiny_config):

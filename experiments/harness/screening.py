@@ -101,6 +101,13 @@ CANDIDATES_256 = tuple(
         "at most 1, where the step at lam alone diverged; past lam the max-ent policy exp((Q + tau J) / tau)); "
         "at 256x256",
     ),
+    (
+        "QSM-tanh-T10-KL-ent-bounded-256",
+        ("QSM-tanh-KL-ent-bounded", 10),
+        None,
+        "the step inside the trust region with J's weight alone bounded (`--tilt_bounded_entropy`: "
+        "pi^kappa exp(Q / lam + min(1, tau / lam) J), Q's weight the trust region's 1 / lam); at 256x256",
+    ),
 )
 REFERENCES = ("SAC", "SAC-512")  # their seed-0 returns head the table
 # The rule (docs/variants.md, "Screening"): a candidate below the best existing configuration within the

@@ -149,7 +149,7 @@ QUEUE: tuple[tuple[str, Callable[[], list[Unit]]], ...] = (
         "12. screening at SAC's width (256x256): the mirror variant, the KL candidate, max-ent QSM, the KL "
         "candidate without the anchor's own chain or with its dual on 8 states (its cost), and with a tanh chain "
         "and an entropy target (the walls), with its step inside the trust region, and with that step's "
-        "temperature max(lam, tau), seed 0 on Hopper, Walker2d, walker-run",
+        "temperature max(lam, tau) or its entropy weight bounded, seed 0 on Hopper, Walker2d, walker-run",
         lambda: SUITES["screen256"](),
     ),
     (

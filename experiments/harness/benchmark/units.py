@@ -211,6 +211,10 @@ VARIANT_TANH_T10_KL_ENT_IN = {**VARIANT_TANH_KL_ENT_IN, "diffusion_steps": 10}
 # Hopper-v4); past lam the step is the max-ent policy exp((Q + tau J) / tau).
 VARIANT_TANH_KL_ENT_CAP = {**VARIANT_TANH_KL_ENT_IN, "tilt_max_temperature": True}
 VARIANT_TANH_T10_KL_ENT_CAP = {**VARIANT_TANH_KL_ENT_CAP, "diffusion_steps": 10}
+# Or J's weight bounded alone (``tilt_bounded_entropy``): min(1, tau / lam), Q's weight the trust region's 1 / lam
+# (with the temperature max(lam, tau), tau at about 2 lam halves Q's weight, as the first walls candidate's lam + tau).
+VARIANT_TANH_KL_ENT_BOUNDED = {**VARIANT_TANH_KL_ENT_IN, "tilt_bounded_entropy": True}
+VARIANT_TANH_T10_KL_ENT_BOUNDED = {**VARIANT_TANH_KL_ENT_BOUNDED, "diffusion_steps": 10}
 # Width arms: QSM's reference networks are 512x512, SAC's and TD3's 256x256 (each as its authors set
 # it). SAC-512 and QSM-256 change only the hidden sizes, so each pair at equal width can be compared.
 WIDTH_512 = {"actor_hidden_dims": (512, 512), "critic_hidden_dims": (512, 512)}
@@ -227,6 +231,7 @@ SCREEN_256 = {
     "QSM-tanh-T10-KL-ent-256": {**VARIANT_TANH_T10_KL_ENT, **WIDTH_256},
     "QSM-tanh-T10-KL-ent-in-256": {**VARIANT_TANH_T10_KL_ENT_IN, **WIDTH_256},
     "QSM-tanh-T10-KL-ent-cap-256": {**VARIANT_TANH_T10_KL_ENT_CAP, **WIDTH_256},
+    "QSM-tanh-T10-KL-ent-bounded-256": {**VARIANT_TANH_T10_KL_ENT_BOUNDED, **WIDTH_256},
 }
 # Named variants, "<ALGO>-<name>" (README, "Which configuration"; configs/*.flags hold the same settings
 # for run.py): an agent config of that algorithm with these settings is labelled by the name.
