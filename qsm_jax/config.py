@@ -143,15 +143,17 @@ class QSMConfig(DiffusionPolicyConfig):
       tilt_within_bound: with ``tilt_entropy``, the KL dual's lam stays the step's whole temperature:
         the fitted step is pi^kappa exp((Q + tau J) / lam), kappa = max(0, 1 - tau / lam), so the trust
         region sizes the step and tau shapes it (the entropy-regularised step whose temperature is
-        lam). False (default): the tilt is lam + tau, a step smaller than the bound by the entropy
-        weight.
+        lam; it diverged on Hopper-v4: docs/variants.md). False (default): the tilt is lam + tau, a step
+        smaller than the bound by the entropy weight.
       tilt_max_temperature: with ``tilt_within_bound``, the step's temperature is max(lam, tau): once
         tau passes lam the step is the max-ent policy exp((Q + tau J) / tau) (kappa 0), so J's weight
         is at most 1 and Q's at most 1 / lam (with ``tilt_within_bound`` alone J's weight tau / lam is
-        unbounded: a reverse step fitted to it can overshoot). False (default): temperature lam.
+        unbounded: a reverse step fitted to it can overshoot; stable, but it stalls: docs/variants.md).
+        False (default): temperature lam.
       tilt_bounded_entropy: with ``tilt_within_bound``, J's weight is min(1, tau / lam) while Q's stays
         1 / lam: the trust region's whole Q step, past tau = lam the step exp(Q / lam + J), the max-ent
-        policy at lam. False (default): J's weight tau / lam.
+        policy at lam; there tau no longer acts and SAC's rule runs it to overflow (it diverged on
+        Hopper-v4 and Walker2d-v4 at 20k env steps: docs/variants.md). False (default): J's weight tau / lam.
       grad_rms_decay: decay of that running mean of ``g^2`` (bias-corrected, as Adam's).
       entropy_temperature: temp > 0 turns on max-ent QSM: the critic target becomes soft,
         y = r + gamma (1 - terminal) (min_i Qbar_i(s', a') - temp log pi(a' | s')), and the tilt of

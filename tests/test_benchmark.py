@@ -287,7 +287,7 @@ def test_bench_learning_list_and_errors(tmp_path):
 
 def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what_no_longer_decides():
     items = benchmark.queue_order("/nonexistent")
-    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 18, 27, 9, 12, 4, 6, 18, 12, 12]
+    assert [len(units) for _, units in items] == [9, 9, 6, 6, 6, 18, 27, 9, 12, 4, 6, 12, 12, 12]
     labels = [{benchmark.label(u.config) for u in units} for _, units in items]
     assert labels == [
         {"SAC-512"},
@@ -302,14 +302,12 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
         {"QSM", "QSM-mirror"},
         {"QSM-maxent"},
         {"QSM-256"},
-        # QSM-maxent-samples-256 and QSM-mirror-T10-KL-dual8-256 are dropped (below)
+        # QSM-maxent-samples-256, -dual8-256 and the tanh candidates -ent-in, -ent-cap, -ent-bounded are dropped
         {
             "QSM-mirror-256",
             "QSM-mirror-T10-KL-256",
             "QSM-mirror-T10-KL-next-256",
             "QSM-tanh-T10-KL-ent-256",
-            "QSM-tanh-T10-KL-ent-cap-256",
-            "QSM-tanh-T10-KL-ent-bounded-256",
         },
         {"QSM-mirror-T10-KL-256"},
         {"QSM-mirror-256"},
@@ -360,7 +358,7 @@ def test_queue_runs_the_width_arms_first_then_screening_dql_scale_and_drops_what
     assert mirror.key in {u.key for u in benchmark.suite_units("variants100k")}
     # Dropped units (the denoiser estimate's seed-2 max-ent units, QSM-norm) leave the queue, not the suites.
     queue = benchmark.suite_units("queue")
-    assert len(queue) == len({u.key for u in queue}) == 154
+    assert len(queue) == len({u.key for u in queue}) == 148
     dropped = [u for u in benchmark.suite_units("maxent100k") + benchmark.suite_units("variants100k")]
     dropped = {u.key for u in dropped if benchmark.dropped_reason(u)}
     assert len(dropped) == 14 and not dropped & {u.key for u in queue}
@@ -409,11 +407,11 @@ def test_bench_learning_lists_the_queue_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     heads = [line for line in lines if re.match(r"\d+\. ", line)]
-    expected = [9, 9, 6, 6, 6, 18, 27, 9, 12, 4, 6, 18, 12, 12]
+    expected = [9, 9, 6, 6, 6, 18, 27, 9, 12, 4, 6, 12, 12, 12]
     assert [h.split(":")[-1].strip() for h in heads] == [f"0/{n} done" for n in expected]
     pending = [line.split()[1] for line in lines if line.startswith("pending  ")]
     assert (
-        len(pending) == 154
+        len(pending) == 148
         and pending[0].startswith("sac_dm_control")
         and pending[-1] == "qsm_Hopper-v4_seed2_100k_49a7c8fabb"  # the last of the second candidate's units
     )
